@@ -1,0 +1,148 @@
+//! Assembling and running the server: `App::build` does everything `serve`
+//! does before taking traffic (connect, migrate, price, start the recorder,
+//! bind), so tests start exactly what production starts.
+
+use std::future::Future;
+use std::sync::{Arc, OnceLock};
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tokio::net::TcpListener;
+
+use crate::config::Config;
+use crate::http::{self, AppState};
+use crate::pricing::{CatalogError, Pricing, configured_model_price};
+use crate::recorder::{Recorder, RecorderTask, SpoolError, WriterSettings};
+use crate::store::{MigrationReport, Store, StoreError};
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Pricing(#[from] CatalogError),
+    #[error("cannot open the recorder's spool: {0}")]
+    Spool(#[from] SpoolError),
+    #[error("cannot listen on {address}: {source}")]
+    Bind {
+        address: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("the server failed: {0}")]
+    Serve(std::io::Error),
+}
+
+/// A built server, bound and ready to run.
+#[derive(Debug)]
+pub struct App {
+    listener: TcpListener,
+    state: AppState,
+    recorder_task: RecorderTask,
+    migrations: MigrationReport,
+}
+
+impl App {
+    pub async fn build(config: Config) -> Result<App, AppError> {
+        let store = Store::connect(&config.database).await?;
+        let migrations = store.migrate().await?;
+        let pricing = Arc::new(pricing_from_config(&config)?);
+        let settings = WriterSettings::from_config(&config.recorder, config.server.timezone);
+        let (recorder, recorder_task) = Recorder::start(
+            store.clone(),
+            pricing,
+            &config.recorder.spool_dir,
+            settings,
+            chrono::Duration::seconds(config.ingest.max_future_skew_seconds),
+        )?;
+        let address = config.server.listen;
+        let listener = TcpListener::bind(address)
+            .await
+            .map_err(|source| AppError::Bind { address, source })?;
+        let state = AppState {
+            store,
+            recorder,
+            config: Arc::new(config),
+            metrics: metrics_handle(),
+        };
+        Ok(App {
+            listener,
+            state,
+            recorder_task,
+            migrations,
+        })
+    }
+
+    pub fn local_address(&self) -> std::net::SocketAddr {
+        self.listener
+            .local_addr()
+            .unwrap_or(self.state.config.server.listen)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.local_address().port()
+    }
+
+    pub fn migrations(&self) -> &MigrationReport {
+        &self.migrations
+    }
+
+    pub fn recorder(&self) -> Recorder {
+        self.state.recorder.clone()
+    }
+
+    /// Serves until `shutdown` completes, then stops taking connections,
+    /// lets in-flight requests finish, writes every queued record (or spools
+    /// it) and closes the database.
+    pub async fn run_until_stopped<F>(self, shutdown: F) -> Result<(), AppError>
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let App {
+            listener,
+            state,
+            recorder_task,
+            ..
+        } = self;
+        let recorder = state.recorder.clone();
+        let store = state.store.clone();
+        let router = http::router(state);
+        tracing::info!(address = %listener.local_addr().map_err(AppError::Serve)?, "serving");
+        let served = axum::serve(listener, router)
+            .with_graceful_shutdown(shutdown)
+            .await;
+        recorder_task.shutdown(&recorder).await;
+        store.close().await;
+        served.map_err(AppError::Serve)
+    }
+}
+
+/// The built-in catalog with the configured prices laid over it.
+pub fn pricing_from_config(config: &Config) -> Result<Pricing, CatalogError> {
+    let overrides = config
+        .pricing
+        .models
+        .iter()
+        .map(|(key, prices)| configured_model_price(key, prices.clone()))
+        .collect::<Result<Vec<_>, _>>()?;
+    Pricing::new(
+        overrides,
+        config.pricing.local_models_free,
+        config.pricing.unpriced,
+    )
+}
+
+/// The process-wide Prometheus recorder, installed on first use (tests build
+/// many apps in one process).
+fn metrics_handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new().build_recorder();
+            let handle = recorder.handle();
+            if metrics::set_global_recorder(recorder).is_err() {
+                tracing::warn!("a metrics recorder was already installed; /metrics may be empty");
+            }
+            handle
+        })
+        .clone()
+}

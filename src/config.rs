@@ -1,0 +1,324 @@
+//! Settings: built-in defaults (`config/default.toml`), then a TOML file, then
+//! environment variables, then command-line flags.
+//!
+//! Every layer is merged as TOML tables and deserialized once, so an unknown
+//! key is an error that names it wherever it came from. Secrets are wrapped in
+//! [`Secret`], whose `Debug` never shows them.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::pricing::{PriceSheet, UnpricedPolicy};
+
+const DEFAULTS: &str = include_str!("../config/default.toml");
+
+/// Environment variables and the setting each one overrides.
+pub const ENVIRONMENT: &[(&str, &str)] = &[
+    ("DATABASE_URL", "database.url"),
+    ("TOLLGATE_LISTEN", "server.listen"),
+    ("TOLLGATE_ADMIN_TOKEN", "server.admin_token"),
+    ("TOLLGATE_TIMEZONE", "server.timezone"),
+    ("TOLLGATE_LOG", "log.filter"),
+    ("OPENAI_API_KEY", "providers.openai.api_key"),
+    ("TOLLGATE_OPENAI_BASE_URL", "providers.openai.base_url"),
+    ("OPENROUTER_API_KEY", "providers.openrouter.api_key"),
+    (
+        "TOLLGATE_OPENROUTER_BASE_URL",
+        "providers.openrouter.base_url",
+    ),
+    ("TOLLGATE_LOCAL_API_KEY", "providers.local.api_key"),
+    ("TOLLGATE_LOCAL_BASE_URL", "providers.local.base_url"),
+];
+
+/// Why settings could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid TOML: {message}")]
+    Syntax { path: PathBuf, message: String },
+    #[error("invalid setting {0}")]
+    Invalid(String),
+}
+
+/// A value that must never be printed.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str("Secret(redacted)")
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub database: DatabaseConfig,
+    pub log: LogConfig,
+    pub providers: ProvidersConfig,
+    pub recorder: RecorderConfig,
+    pub ingest: IngestConfig,
+    pub pricing: PricingConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub admin_token: Option<Secret>,
+    pub max_body_bytes: usize,
+    pub timezone: chrono_tz::Tz,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    pub url: Secret,
+    pub max_connections: u32,
+    pub acquire_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    pub filter: String,
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProvidersConfig {
+    pub openai: ProviderConfig,
+    pub openrouter: ProviderConfig,
+    pub local: ProviderConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderConfig {
+    pub api_key: Option<Secret>,
+    pub base_url: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecorderConfig {
+    pub batch_size: usize,
+    pub flush_interval_ms: u64,
+    pub spool_dir: PathBuf,
+    pub retry_interval_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngestConfig {
+    pub max_batch_records: usize,
+    pub max_future_skew_seconds: i64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PricingConfig {
+    pub local_models_free: bool,
+    pub unpriced: UnpricedPolicy,
+    #[serde(default)]
+    pub models: BTreeMap<String, PriceSheet>,
+}
+
+/// Where each layer comes from; the binary fills it from the process, tests
+/// fill it by hand.
+#[derive(Debug, Default, Clone)]
+pub struct Sources {
+    pub file: Option<PathBuf>,
+    pub environment: Vec<(String, String)>,
+    /// `setting.path = value` pairs from command-line flags; they win.
+    pub overrides: Vec<(String, String)>,
+}
+
+impl Sources {
+    /// The variables in [`ENVIRONMENT`] that are set in this process.
+    pub fn from_process_environment(file: Option<PathBuf>) -> Self {
+        let environment = ENVIRONMENT
+            .iter()
+            .filter_map(|(name, _)| {
+                std::env::var(name)
+                    .ok()
+                    .map(|value| ((*name).to_owned(), value))
+            })
+            .collect();
+        Sources {
+            file,
+            environment,
+            overrides: Vec::new(),
+        }
+    }
+}
+
+impl Config {
+    /// The built-in defaults alone.
+    pub fn defaults() -> Result<Config, ConfigError> {
+        Config::load(&Sources::default())
+    }
+
+    pub fn load(sources: &Sources) -> Result<Config, ConfigError> {
+        let mut merged: toml::Table = toml::from_str(DEFAULTS)
+            .map_err(|error| syntax_error(Path::new("<built-in defaults>"), &error))?;
+        if let Some(path) = &sources.file {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.clone(),
+                source,
+            })?;
+            let file: toml::Table =
+                toml::from_str(&text).map_err(|error| syntax_error_in(path, &text, &error))?;
+            merge(&mut merged, file);
+        }
+        for (name, value) in &sources.environment {
+            let Some((_, setting)) = ENVIRONMENT.iter().find(|(known, _)| known == name) else {
+                continue;
+            };
+            set_path(&mut merged, setting, value.clone());
+        }
+        for (setting, value) in &sources.overrides {
+            set_path(&mut merged, setting, value.clone());
+        }
+        let config: Config = serde_path_to_error::deserialize(toml::Value::Table(merged))
+            .map_err(|error| ConfigError::Invalid(describe_path_error(&error)))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |message: &str| Err(ConfigError::Invalid(message.to_owned()));
+        if self.recorder.batch_size == 0 {
+            return invalid("recorder.batch_size: must be at least 1");
+        }
+        if self.ingest.max_batch_records == 0 {
+            return invalid("ingest.max_batch_records: must be at least 1");
+        }
+        if self.database.max_connections == 0 {
+            return invalid("database.max_connections: must be at least 1");
+        }
+        for (name, provider) in [
+            ("openai", &self.providers.openai),
+            ("openrouter", &self.providers.openrouter),
+            ("local", &self.providers.local),
+        ] {
+            let url = provider.base_url.as_str();
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(ConfigError::Invalid(format!(
+                    "providers.{name}.base_url: `{url}` is not an http(s) URL"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn syntax_error(path: &Path, error: &toml::de::Error) -> ConfigError {
+    ConfigError::Syntax {
+        path: path.to_owned(),
+        message: error.message().trim().to_owned(),
+    }
+}
+
+/// A one-line syntax error with the line it is on.
+fn syntax_error_in(path: &Path, text: &str, error: &toml::de::Error) -> ConfigError {
+    let message = error.message().trim();
+    let message = match error.span() {
+        Some(span) => {
+            let line = text
+                .get(..span.start)
+                .map_or(1, |before| before.matches('\n').count() + 1);
+            format!("line {line}: {message}")
+        }
+        None => message.to_owned(),
+    };
+    ConfigError::Syntax {
+        path: path.to_owned(),
+        message,
+    }
+}
+
+fn describe_path_error(error: &serde_path_to_error::Error<toml::de::Error>) -> String {
+    let path = error.path().to_string();
+    let message = error.inner().message().trim().to_owned();
+    if path == "." {
+        message
+    } else {
+        format!("{path}: {message}")
+    }
+}
+
+/// Deep-merges `overlay` into `base`: tables merge key by key, values replace.
+fn merge(base: &mut toml::Table, overlay: toml::Table) {
+    for (key, value) in overlay {
+        match (base.get_mut(&key), value) {
+            (Some(toml::Value::Table(existing)), toml::Value::Table(incoming)) => {
+                merge(existing, incoming);
+            }
+            (_, value) => {
+                base.insert(key, value);
+            }
+        }
+    }
+}
+
+/// Sets a dotted setting path to a value given as text (from the environment
+/// or a flag); the value is typed like the default it replaces.
+fn set_path(table: &mut toml::Table, path: &str, value: String) {
+    let mut parts: Vec<&str> = path.split('.').collect();
+    let Some(leaf) = parts.pop() else { return };
+    let mut current = table;
+    for part in parts {
+        let entry = current
+            .entry(part.to_owned())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        let toml::Value::Table(next) = entry else {
+            return;
+        };
+        current = next;
+    }
+    let typed = match current.get(leaf) {
+        Some(toml::Value::Integer(_)) => value
+            .parse::<i64>()
+            .map(toml::Value::Integer)
+            .unwrap_or(toml::Value::String(value)),
+        Some(toml::Value::Boolean(_)) => match value.as_str() {
+            "true" | "1" => toml::Value::Boolean(true),
+            "false" | "0" => toml::Value::Boolean(false),
+            _ => toml::Value::String(value),
+        },
+        _ => toml::Value::String(value),
+    };
+    current.insert(leaf.to_owned(), typed);
+}
+
+#[cfg(test)]
+mod tests;

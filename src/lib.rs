@@ -1,0 +1,17 @@
+//! Tollgate: a self-hosted AI usage monitor and OpenAI-compatible gateway.
+//! Modules in reading order: vocabulary, domain logic, storage, the recorder,
+//! the HTTP surface, then assembly.
+
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod http;
+pub mod ingest;
+pub mod money;
+pub mod pricing;
+pub mod query;
+pub mod recorder;
+pub mod rollup;
+pub mod store;
+pub mod telemetry;
+pub mod usage;

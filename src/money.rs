@@ -1,0 +1,141 @@
+//! Money as integer nano-USD.
+//!
+//! Every amount Tollgate stores or adds up is a [`NanoUsd`]: one US dollar is
+//! 1,000,000,000 nano-USD. Arithmetic is checked, so an overflow is an error a
+//! caller must handle rather than a silently wrong total. Conversions to and
+//! from decimal USD go through `rust_decimal` and round half-even, once.
+//! This module is pure: no IO, no floats.
+
+use std::fmt;
+use std::str::FromStr;
+
+use rust_decimal::{Decimal, RoundingStrategy};
+use serde::{Deserialize, Serialize};
+
+/// Nano-USD in one US dollar.
+pub const NANOS_PER_USD: i64 = 1_000_000_000;
+
+/// An amount of money in nano-USD (10⁻⁹ USD).
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[serde(transparent)]
+pub struct NanoUsd(i64);
+
+/// Why a money value could not be made.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MoneyError {
+    #[error("amount is out of range")]
+    Overflow,
+    #[error("`{0}` is not a decimal USD amount")]
+    NotADecimal(String),
+}
+
+impl NanoUsd {
+    pub const ZERO: NanoUsd = NanoUsd(0);
+
+    pub const fn from_nanos(nanos: i64) -> Self {
+        NanoUsd(nanos)
+    }
+
+    pub const fn nanos(self) -> i64 {
+        self.0
+    }
+
+    /// Rounds a decimal USD amount half-even to the nearest nano-USD.
+    pub fn from_usd(usd: Decimal) -> Result<Self, MoneyError> {
+        let nanos = usd
+            .checked_mul(Decimal::from(NANOS_PER_USD))
+            .ok_or(MoneyError::Overflow)?
+            .round_dp_with_strategy(0, RoundingStrategy::MidpointNearestEven);
+        i64::try_from(nanos)
+            .map(NanoUsd)
+            .map_err(|_| MoneyError::Overflow)
+    }
+
+    /// Parses a decimal USD string such as `"0.0012"`.
+    pub fn parse_usd(text: &str) -> Result<Self, MoneyError> {
+        let usd = Decimal::from_str(text.trim())
+            .or_else(|_| Decimal::from_scientific(text.trim()))
+            .map_err(|_| MoneyError::NotADecimal(text.to_owned()))?;
+        Self::from_usd(usd)
+    }
+
+    /// The exact amount in USD (nine decimal places at most).
+    pub fn to_usd(self) -> Decimal {
+        Decimal::from_i128_with_scale(i128::from(self.0), 9).normalize()
+    }
+
+    pub fn checked_add(self, other: NanoUsd) -> Option<NanoUsd> {
+        self.0.checked_add(other.0).map(NanoUsd)
+    }
+
+    pub fn checked_sub(self, other: NanoUsd) -> Option<NanoUsd> {
+        self.0.checked_sub(other.0).map(NanoUsd)
+    }
+
+    pub fn is_negative(self) -> bool {
+        self.0 < 0
+    }
+}
+
+impl fmt::Display for NanoUsd {
+    /// Formats as a USD decimal with up to nine places, e.g. `0.0025`.
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(formatter, "{}", self.to_usd())
+    }
+}
+
+/// Adds amounts, failing on overflow instead of wrapping.
+pub fn checked_sum<I: IntoIterator<Item = NanoUsd>>(amounts: I) -> Option<NanoUsd> {
+    amounts
+        .into_iter()
+        .try_fold(NanoUsd::ZERO, NanoUsd::checked_add)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usd_strings_round_half_even_to_the_nano() {
+        let cases = [
+            ("0.0012", 1_200_000),
+            ("1", 1_000_000_000),
+            ("0.0000000005", 0),
+            ("0.0000000015", 2),
+            ("0.0000000025", 2),
+            ("-0.0000000015", -2),
+            ("1e-6", 1_000),
+            ("9.223372036", 9_223_372_036),
+        ];
+        for (text, nanos) in cases {
+            assert_eq!(NanoUsd::parse_usd(text), Ok(NanoUsd(nanos)), "{text}");
+        }
+    }
+
+    #[test]
+    fn amounts_too_large_or_not_numbers_are_errors() {
+        assert_eq!(
+            NanoUsd::parse_usd("10000000000000"),
+            Err(MoneyError::Overflow)
+        );
+        assert!(matches!(
+            NanoUsd::parse_usd("ten"),
+            Err(MoneyError::NotADecimal(_))
+        ));
+    }
+
+    #[test]
+    fn display_is_a_plain_usd_decimal() {
+        assert_eq!(NanoUsd(2_500_000).to_string(), "0.0025");
+        assert_eq!(NanoUsd(3_000_000_000).to_string(), "3");
+        assert_eq!(NanoUsd(-1).to_string(), "-0.000000001");
+    }
+
+    #[test]
+    fn sums_fail_on_overflow_rather_than_wrap() {
+        assert_eq!(checked_sum([NanoUsd(1), NanoUsd(2)]), Some(NanoUsd(3)));
+        assert_eq!(checked_sum([NanoUsd(i64::MAX), NanoUsd(1)]), None);
+    }
+}

@@ -1,0 +1,216 @@
+//! The one path every usage record takes, whoever produced it: validated,
+//! priced, and handed to a background writer that batches records into one
+//! transaction per batch. Callers never wait on the database; while it is
+//! unavailable, records wait in a durable spool and are replayed in order.
+
+mod spool;
+mod writer;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use chrono::Utc;
+use chrono_tz::Tz;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+pub use spool::SpoolError;
+
+use crate::config::RecorderConfig;
+use crate::pricing::{Pricing, UnpricedPolicy};
+use crate::store::Store;
+use crate::usage::{InvalidField, UsageEvent, UsageRecord};
+
+/// Why events were refused. Nothing of a refused call is recorded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RecordError {
+    #[error("record {index}: {error}")]
+    Invalid { index: usize, error: InvalidField },
+    #[error("record {index}: {reason}")]
+    Unpriced { index: usize, reason: String },
+    #[error("the recorder has stopped")]
+    Stopped,
+}
+
+pub(crate) enum Command {
+    Records(Vec<UsageRecord>),
+    Flush(oneshot::Sender<()>),
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// A cheap, cloneable handle to the background writer.
+#[derive(Debug, Clone)]
+pub struct Recorder {
+    sender: mpsc::UnboundedSender<Command>,
+    pricing: Arc<Pricing>,
+    queued: Arc<AtomicU64>,
+    max_future_skew: chrono::Duration,
+}
+
+/// The writer task; [`Recorder::shutdown`] stops it after writing everything.
+#[derive(Debug)]
+pub struct RecorderTask {
+    handle: JoinHandle<()>,
+}
+
+/// What the writer needs besides the store.
+#[derive(Debug, Clone)]
+pub struct WriterSettings {
+    pub batch_size: usize,
+    pub flush_interval: Duration,
+    pub retry_interval: Duration,
+    pub timezone: Tz,
+}
+
+impl WriterSettings {
+    pub fn from_config(config: &RecorderConfig, timezone: Tz) -> Self {
+        WriterSettings {
+            batch_size: config.batch_size,
+            flush_interval: Duration::from_millis(config.flush_interval_ms.max(1)),
+            retry_interval: Duration::from_millis(config.retry_interval_ms.max(1)),
+            timezone,
+        }
+    }
+}
+
+impl Recorder {
+    /// Opens the spool in `spool_dir` and starts the writer. Records left in
+    /// the spool by an earlier run are replayed first.
+    pub fn start(
+        store: Store,
+        pricing: Arc<Pricing>,
+        spool_dir: &std::path::Path,
+        settings: WriterSettings,
+        max_future_skew: chrono::Duration,
+    ) -> Result<(Recorder, RecorderTask), SpoolError> {
+        let spool = spool::Spool::open(spool_dir)?;
+        let (sender, receiver) = mpsc::unbounded_channel();
+        let queued = Arc::new(AtomicU64::new(0));
+        let writer = writer::Writer::new(store, spool, settings, receiver, Arc::clone(&queued));
+        // The writer is the recorder's one task; `RecorderTask::shutdown`
+        // waits for it, so nothing it holds is lost on a clean stop.
+        #[allow(clippy::disallowed_methods, reason = "the one place the writer starts")]
+        let handle = tokio::spawn(writer.run());
+        let recorder = Recorder {
+            sender,
+            pricing,
+            queued,
+            max_future_skew,
+        };
+        Ok((recorder, RecorderTask { handle }))
+    }
+
+    /// Validates and prices every event, then queues them all, or none if
+    /// any is refused. Returns the request ids in order.
+    pub fn record(&self, events: Vec<UsageEvent>) -> Result<Vec<Uuid>, RecordError> {
+        let now = Utc::now();
+        let mut records = Vec::with_capacity(events.len());
+        for (index, event) in events.into_iter().enumerate() {
+            event
+                .validate(now, self.max_future_skew)
+                .map_err(|error| RecordError::Invalid { index, error })?;
+            let record = price_event(&self.pricing, event);
+            if record.cost_status == crate::usage::CostStatus::Unpriced
+                && self.pricing.unpriced_policy() == UnpricedPolicy::Reject
+            {
+                return Err(RecordError::Unpriced {
+                    index,
+                    reason: record
+                        .metadata
+                        .get("cost_note")
+                        .and_then(|note| note.as_str())
+                        .unwrap_or("no price for this model")
+                        .to_owned(),
+                });
+            }
+            records.push(record);
+        }
+        let ids = records.iter().map(|record| record.request_id).collect();
+        let count = records.len() as u64;
+        self.queued.fetch_add(count, Ordering::Relaxed);
+        metrics::gauge!("tollgate_recorder_queued_records").increment(count as f64);
+        self.sender.send(Command::Records(records)).map_err(|_| {
+            self.queued.fetch_sub(count, Ordering::Relaxed);
+            RecordError::Stopped
+        })?;
+        Ok(ids)
+    }
+
+    /// Waits until everything queued before this call is written to the
+    /// database or, if it is unavailable, to the spool.
+    pub async fn flush(&self) -> Result<(), RecordError> {
+        let (reply, done) = oneshot::channel();
+        self.sender
+            .send(Command::Flush(reply))
+            .map_err(|_| RecordError::Stopped)?;
+        done.await.map_err(|_| RecordError::Stopped)
+    }
+
+    /// Records accepted but not yet written or spooled.
+    pub fn queued(&self) -> u64 {
+        self.queued.load(Ordering::Relaxed)
+    }
+
+    pub fn pricing(&self) -> &Pricing {
+        &self.pricing
+    }
+}
+
+impl RecorderTask {
+    /// Writes (or spools) everything queued, then stops the writer.
+    pub async fn shutdown(self, recorder: &Recorder) {
+        let (reply, done) = oneshot::channel();
+        if recorder.sender.send(Command::Shutdown(reply)).is_ok() {
+            let _ = done.await;
+        }
+        if let Err(error) = self.handle.await {
+            tracing::error!(%error, "the recorder's writer task failed");
+        }
+    }
+}
+
+/// Prices an event into the record the ledger stores. Extra usage details and
+/// the reason a cost is missing or estimated go into the metadata.
+pub fn price_event(pricing: &Pricing, event: UsageEvent) -> UsageRecord {
+    let priced = pricing.price(
+        event.provider,
+        &event.model,
+        &event.tokens,
+        &event.extra,
+        event.reported_cost,
+    );
+    let mut metadata = event.metadata;
+    if event.extra != crate::usage::ExtraUsage::default()
+        && let Ok(details) = serde_json::to_value(&event.extra)
+    {
+        metadata.insert("usage_details".to_owned(), details);
+    }
+    if let Some(note) = priced.note {
+        metadata.insert("cost_note".to_owned(), note.into());
+    }
+    UsageRecord {
+        request_id: event.request_id,
+        parent_request_id: event.parent_request_id,
+        created_at: event.created_at,
+        org_id: event.org_id,
+        user_id: event.user_id,
+        api_key_id: event.api_key_id,
+        provider: event.provider,
+        model: event.model,
+        task_type: event.task_type,
+        tokens: event.tokens,
+        cost: priced.cost,
+        estimated_cost: priced.estimated_cost,
+        cost_status: priced.status,
+        latency_ms: event.latency_ms,
+        time_to_first_token_ms: event.time_to_first_token_ms,
+        status_code: event.status_code,
+        status: event.status,
+        error_type: event.error_type,
+        stream: event.stream,
+        provider_request_id: event.provider_request_id,
+        metadata: serde_json::Value::Object(metadata),
+    }
+}

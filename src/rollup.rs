@@ -1,0 +1,128 @@
+//! The `ai_model_performance` rollup: what a batch of records adds to each
+//! day × org × provider × model × task type row.
+//!
+//! Pure: the store applies the deltas in the same transaction as the raw rows,
+//! so the rollup always equals the sum of the records it covers.
+
+use std::collections::BTreeMap;
+
+use chrono::NaiveDate;
+use chrono_tz::Tz;
+
+use crate::usage::{CostStatus, Provider, RecordStatus, TaskType, UsageRecord};
+
+/// Upper bounds, in milliseconds, of the latency histogram's buckets; the
+/// last bucket holds everything slower. Roughly 1.5–2× apart, so a percentile
+/// read from the histogram is off by at most one bucket.
+pub const LATENCY_BUCKET_BOUNDS_MS: [u64; 21] = [
+    5, 10, 20, 50, 100, 200, 300, 500, 750, 1_000, 1_500, 2_000, 3_000, 5_000, 7_500, 10_000,
+    15_000, 20_000, 30_000, 60_000, 120_000,
+];
+
+/// Number of histogram buckets, the overflow bucket included.
+pub const LATENCY_BUCKETS: usize = LATENCY_BUCKET_BOUNDS_MS.len() + 1;
+
+/// The bucket a latency falls into.
+pub fn latency_bucket(latency_ms: u64) -> usize {
+    LATENCY_BUCKET_BOUNDS_MS.partition_point(|bound| *bound < latency_ms)
+}
+
+/// One rollup row's identity.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RollupKey {
+    pub day: NaiveDate,
+    pub org_id: String,
+    pub provider: Provider,
+    pub model: String,
+    pub task_type: TaskType,
+}
+
+/// What some records add to one rollup row. Counters are `i64` because that
+/// is what both databases store.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RollupDelta {
+    pub requests: i64,
+    pub errors: i64,
+    pub unpriced_requests: i64,
+    pub input_tokens: i64,
+    pub output_tokens: i64,
+    pub cached_input_tokens: i64,
+    pub reasoning_tokens: i64,
+    pub cost_nano_usd: i64,
+    pub latency_ms_sum: i64,
+    pub ttft_ms_sum: i64,
+    pub ttft_count: i64,
+    pub latency_histogram: [i64; LATENCY_BUCKETS],
+}
+
+impl RollupDelta {
+    fn add(&mut self, record: &UsageRecord) {
+        self.requests += 1;
+        if record.status != RecordStatus::Ok {
+            self.errors += 1;
+        }
+        if record.cost_status == CostStatus::Unpriced {
+            self.unpriced_requests += 1;
+        }
+        self.input_tokens += clamp(record.tokens.input);
+        self.output_tokens += clamp(record.tokens.output);
+        self.cached_input_tokens += clamp(record.tokens.cached_input);
+        self.reasoning_tokens += clamp(record.tokens.reasoning);
+        self.cost_nano_usd += record.cost.map_or(0, |cost| cost.nanos());
+        self.latency_ms_sum += clamp(record.latency_ms);
+        if let Some(ttft) = record.time_to_first_token_ms {
+            self.ttft_ms_sum += clamp(ttft);
+            self.ttft_count += 1;
+        }
+        if let Some(slot) = self
+            .latency_histogram
+            .get_mut(latency_bucket(record.latency_ms))
+        {
+            *slot += 1;
+        }
+    }
+}
+
+/// Counts are validated to fit `i64` before they reach the recorder; this
+/// only guards the conversion.
+fn clamp(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+/// Groups records into rollup deltas, days taken in `timezone`. The map is
+/// ordered, so every writer updates rows in the same order (no deadlocks
+/// between instances sharing PostgreSQL).
+pub fn rollup<'a, I>(records: I, timezone: Tz) -> BTreeMap<RollupKey, RollupDelta>
+where
+    I: IntoIterator<Item = &'a UsageRecord>,
+{
+    let mut deltas: BTreeMap<RollupKey, RollupDelta> = BTreeMap::new();
+    for record in records {
+        let key = RollupKey {
+            day: record.created_at.with_timezone(&timezone).date_naive(),
+            org_id: record.org_id.clone(),
+            provider: record.provider,
+            model: record.model.clone(),
+            task_type: record.task_type,
+        };
+        deltas.entry(key).or_default().add(record);
+    }
+    deltas
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latencies_fall_into_the_bucket_whose_bound_covers_them() {
+        assert_eq!(latency_bucket(0), 0);
+        assert_eq!(latency_bucket(5), 0);
+        assert_eq!(latency_bucket(6), 1);
+        assert_eq!(latency_bucket(1_000), 9);
+        assert_eq!(latency_bucket(1_001), 10);
+        assert_eq!(latency_bucket(120_000), 20);
+        assert_eq!(latency_bucket(120_001), 21);
+        assert_eq!(latency_bucket(u64::MAX), LATENCY_BUCKETS - 1);
+    }
+}

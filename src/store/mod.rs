@@ -1,0 +1,183 @@
+//! The ledger's storage: the only module that runs SQL.
+//!
+//! [`Store`] is the one interface the rest of Tollgate uses; it dispatches to
+//! two honest backends, SQLite (the zero-set-up default) and PostgreSQL (for
+//! several instances sharing one database). Each backend has its own
+//! migrations with the same numbers and names, and its own native types.
+//! SQL is written here as literals and filters are bound, never formatted in.
+
+mod error;
+mod postgres;
+mod rows;
+mod sqlite;
+
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
+use uuid::Uuid;
+
+pub use error::StoreError;
+
+use crate::config::DatabaseConfig;
+use crate::rollup::{RollupDelta, RollupKey};
+use crate::usage::{Provider, TaskType, UsageRecord};
+
+/// Filters shared by the record listing and the rollup reader. Times are a
+/// half-open range `[start, end)`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecordFilter {
+    pub start: Option<DateTime<Utc>>,
+    pub end: Option<DateTime<Utc>>,
+    pub provider: Option<Provider>,
+    pub model: Option<String>,
+    pub task_type: Option<TaskType>,
+    pub org_id: Option<String>,
+    pub user_id: Option<String>,
+}
+
+/// A position in the newest-first record listing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cursor {
+    pub created_at: DateTime<Utc>,
+    pub request_id: Uuid,
+}
+
+/// One page of records, newest first, and where the next page starts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordPage {
+    pub records: Vec<UsageRecord>,
+    pub next: Option<Cursor>,
+}
+
+/// What a batch insert did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BatchOutcome {
+    pub inserted: usize,
+    /// Records whose `request_id` was already stored (or repeated in the batch).
+    pub duplicates: usize,
+}
+
+/// What a `migrate` run did: the migrations it applied and the tables that
+/// exist now and did not before.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MigrationReport {
+    pub applied: Vec<(i64, String)>,
+    pub created_tables: Vec<String>,
+    /// Migrations that were already applied before this run.
+    pub already_applied: usize,
+}
+
+/// The ledger, on one of its two backends.
+#[derive(Debug, Clone)]
+pub enum Store {
+    Sqlite(sqlite::SqliteStore),
+    Postgres(postgres::PostgresStore),
+}
+
+macro_rules! dispatch {
+    ($self:ident, $method:ident($($argument:expr),*)) => {
+        match $self {
+            Store::Sqlite(store) => store.$method($($argument),*).await,
+            Store::Postgres(store) => store.$method($($argument),*).await,
+        }
+    };
+}
+
+impl Store {
+    /// Opens the database named by `config.url` (`sqlite://…` or
+    /// `postgres://…`). Fails if it cannot be reached.
+    pub async fn connect(config: &DatabaseConfig) -> Result<Store, StoreError> {
+        let url = config.url.expose();
+        if url.starts_with("sqlite:") {
+            Ok(Store::Sqlite(
+                sqlite::SqliteStore::connect(url, config).await?,
+            ))
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Store::Postgres(
+                postgres::PostgresStore::connect(url, config).await?,
+            ))
+        } else {
+            Err(StoreError::UnsupportedUrl(redact_url(url)))
+        }
+    }
+
+    pub fn backend(&self) -> &'static str {
+        match self {
+            Store::Sqlite(_) => "sqlite",
+            Store::Postgres(_) => "postgres",
+        }
+    }
+
+    /// Applies pending migrations and says what changed.
+    pub async fn migrate(&self) -> Result<MigrationReport, StoreError> {
+        dispatch!(self, migrate())
+    }
+
+    /// Answers whether the database is reachable right now.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        dispatch!(self, ping())
+    }
+
+    /// Inserts records in one transaction, ignoring those whose `request_id`
+    /// is already stored, and adds the new ones to the rollup in the same
+    /// transaction. Days are taken in `timezone`.
+    pub async fn insert_usage(
+        &self,
+        records: &[UsageRecord],
+        timezone: Tz,
+    ) -> Result<BatchOutcome, StoreError> {
+        dispatch!(self, insert_usage(records, timezone))
+    }
+
+    /// Records matching `filter`, newest first, after `cursor`.
+    pub async fn usage_records(
+        &self,
+        filter: &RecordFilter,
+        cursor: Option<Cursor>,
+        limit: u32,
+    ) -> Result<RecordPage, StoreError> {
+        dispatch!(self, usage_records(filter, cursor, limit))
+    }
+
+    /// Rollup rows whose day, org, provider, model and task type match the
+    /// filter (times are compared by day).
+    pub async fn rollups(
+        &self,
+        filter: &RecordFilter,
+    ) -> Result<Vec<(RollupKey, RollupDelta)>, StoreError> {
+        dispatch!(self, rollups(filter))
+    }
+
+    /// Closes every connection; in-flight queries finish first.
+    pub async fn close(&self) {
+        dispatch!(self, close())
+    }
+}
+
+/// A database URL fit for messages and logs: the password is replaced.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let Some((credentials, host)) = rest.split_once('@') else {
+        return url.to_owned();
+    };
+    match credentials.split_once(':') {
+        Some((user, _password)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_url;
+
+    #[test]
+    fn passwords_never_appear_in_redacted_urls() {
+        assert_eq!(
+            redact_url("postgres://app:s3cret@db:5432/tollgate"),
+            "postgres://app:***@db:5432/tollgate"
+        );
+        assert_eq!(redact_url("postgres://app@db/x"), "postgres://app@db/x");
+        assert_eq!(redact_url("sqlite://tollgate.db"), "sqlite://tollgate.db");
+    }
+}

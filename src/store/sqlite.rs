@@ -1,0 +1,332 @@
+//! The SQLite backend: one writer connection (so no request ever meets
+//! "database is locked"), WAL so readers never wait for it, a busy timeout,
+//! and `BEGIN IMMEDIATE` for every write transaction.
+//!
+//! Times are INTEGER microseconds since the epoch, ids TEXT, JSON TEXT.
+
+use std::collections::HashSet;
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use chrono_tz::Tz;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{QueryBuilder, Sqlite};
+use uuid::Uuid;
+
+use super::rows::{self, UsageRow};
+use super::{BatchOutcome, Cursor, MigrationReport, RecordFilter, RecordPage, StoreError};
+use crate::config::DatabaseConfig;
+use crate::rollup::{self, RollupDelta, RollupKey};
+use crate::usage::UsageRecord;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+/// Rows per INSERT statement: 25 columns × 1,000 stays under SQLite's
+/// 32,766-variable limit.
+const ROWS_PER_STATEMENT: usize = 1_000;
+
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    writer: SqlitePool,
+    reader: SqlitePool,
+}
+
+impl SqliteStore {
+    pub async fn connect(url: &str, config: &DatabaseConfig) -> Result<Self, StoreError> {
+        let connect_error = |source| StoreError::Connect {
+            url: url.to_owned(),
+            source,
+        };
+        let timeout = Duration::from_millis(config.acquire_timeout_ms);
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(connect_error)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(timeout)
+            .foreign_keys(true);
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(timeout)
+            .connect_with(options.clone())
+            .await
+            .map_err(connect_error)?;
+        let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+        let reader = if in_memory {
+            writer.clone()
+        } else {
+            SqlitePoolOptions::new()
+                .max_connections(config.max_connections)
+                .acquire_timeout(timeout)
+                .connect_with(options.read_only(true))
+                .await
+                .map_err(connect_error)?
+        };
+        Ok(SqliteStore { writer, reader })
+    }
+
+    pub async fn migrate(&self) -> Result<MigrationReport, StoreError> {
+        let tables_before = self.tables().await?;
+        let applied_before = self.applied_versions(&tables_before).await?;
+        MIGRATOR.run(&self.writer).await?;
+        let tables_after = self.tables().await?;
+        Ok(rows::migration_report(
+            &MIGRATOR,
+            &applied_before,
+            &tables_before,
+            tables_after,
+        ))
+    }
+
+    async fn tables(&self) -> Result<Vec<String>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name",
+        )
+        .fetch_all(&self.writer)
+        .await?)
+    }
+
+    async fn applied_versions(&self, tables: &[String]) -> Result<HashSet<i64>, StoreError> {
+        if !tables.iter().any(|table| table == "_sqlx_migrations") {
+            return Ok(HashSet::new());
+        }
+        let versions: Vec<i64> =
+            sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+                .fetch_all(&self.writer)
+                .await?;
+        Ok(versions.into_iter().collect())
+    }
+
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.reader).await?;
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        self.reader.close().await;
+        self.writer.close().await;
+    }
+
+    pub async fn insert_usage(
+        &self,
+        records: &[UsageRecord],
+        timezone: Tz,
+    ) -> Result<BatchOutcome, StoreError> {
+        let unique = rows::unique_by_request_id(records);
+        let mut transaction = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let mut inserted_ids: HashSet<Uuid> = HashSet::with_capacity(unique.len());
+        for chunk in unique.chunks(ROWS_PER_STATEMENT) {
+            let mut insert = QueryBuilder::<Sqlite>::new(rows::INSERT_USAGE_PREFIX);
+            insert.push_values(chunk, |mut row, record| {
+                row.push_bind(record.request_id.to_string())
+                    .push_bind(record.parent_request_id.map(|id| id.to_string()))
+                    .push_bind(record.created_at.timestamp_micros())
+                    .push_bind(record.org_id.as_str())
+                    .push_bind(record.user_id.as_deref())
+                    .push_bind(record.api_key_id.map(|id| id.to_string()))
+                    .push_bind(record.provider.as_str())
+                    .push_bind(record.model.as_str())
+                    .push_bind(record.task_type.as_str())
+                    .push_bind(rows::count(record.tokens.input))
+                    .push_bind(rows::count(record.tokens.output))
+                    .push_bind(rows::count(record.tokens.cached_input))
+                    .push_bind(rows::count(record.tokens.reasoning))
+                    .push_bind(record.cost.map(|cost| cost.nanos()))
+                    .push_bind(record.estimated_cost.map(|cost| cost.nanos()))
+                    .push_bind(record.cost_status.as_str())
+                    .push_bind(rows::count(record.latency_ms))
+                    .push_bind(record.time_to_first_token_ms.map(rows::count))
+                    .push_bind(record.status_code.map(i64::from))
+                    .push_bind(record.success())
+                    .push_bind(record.status.as_str())
+                    .push_bind(record.error_type.as_deref())
+                    .push_bind(record.stream)
+                    .push_bind(record.provider_request_id.as_deref())
+                    .push_bind(record.metadata.to_string());
+            });
+            insert.push(" ON CONFLICT (request_id) DO NOTHING RETURNING request_id");
+            let returned: Vec<String> = insert
+                .build_query_scalar()
+                .fetch_all(&mut *transaction)
+                .await?;
+            for id in returned {
+                inserted_ids.insert(rows::parse_uuid(&id)?);
+            }
+        }
+        let inserted: Vec<&UsageRecord> = unique
+            .iter()
+            .copied()
+            .filter(|record| inserted_ids.contains(&record.request_id))
+            .collect();
+        let now = Utc::now().timestamp_micros();
+        for (key, delta) in rollup::rollup(inserted.iter().copied(), timezone) {
+            sqlx::query(UPSERT_ROLLUP)
+                .bind(key.day.to_string())
+                .bind(key.org_id)
+                .bind(key.provider.as_str())
+                .bind(key.model)
+                .bind(key.task_type.as_str())
+                .bind(delta.requests)
+                .bind(delta.errors)
+                .bind(delta.unpriced_requests)
+                .bind(delta.input_tokens)
+                .bind(delta.output_tokens)
+                .bind(delta.cached_input_tokens)
+                .bind(delta.reasoning_tokens)
+                .bind(delta.cost_nano_usd)
+                .bind(delta.latency_ms_sum)
+                .bind(delta.ttft_ms_sum)
+                .bind(delta.ttft_count)
+                .bind(rows::histogram_json(&delta.latency_histogram))
+                .bind(now)
+                .execute(&mut *transaction)
+                .await?;
+        }
+        transaction.commit().await?;
+        Ok(BatchOutcome {
+            inserted: inserted.len(),
+            duplicates: records.len() - inserted.len(),
+        })
+    }
+
+    pub async fn usage_records(
+        &self,
+        filter: &RecordFilter,
+        cursor: Option<Cursor>,
+        limit: u32,
+    ) -> Result<RecordPage, StoreError> {
+        let mut query = QueryBuilder::<Sqlite>::new(rows::SELECT_USAGE);
+        push_record_filter(&mut query, filter);
+        if let Some(cursor) = cursor {
+            query
+                .push(" AND (created_at, request_id) < (")
+                .push_bind(cursor.created_at.timestamp_micros())
+                .push(", ")
+                .push_bind(cursor.request_id.to_string())
+                .push(")");
+        }
+        query
+            .push(" ORDER BY created_at DESC, request_id DESC LIMIT ")
+            .push_bind(i64::from(limit) + 1);
+        let rows: Vec<SqliteUsageRow> = query.build_query_as().fetch_all(&self.reader).await?;
+        let records = rows
+            .into_iter()
+            .map(|row| row.into_usage_row().and_then(UsageRow::into_record))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows::page(records, limit))
+    }
+
+    pub async fn rollups(
+        &self,
+        filter: &RecordFilter,
+    ) -> Result<Vec<(RollupKey, RollupDelta)>, StoreError> {
+        let mut query = QueryBuilder::<Sqlite>::new(rows::SELECT_ROLLUP);
+        if let Some(start) = filter.start {
+            query
+                .push(" AND day >= ")
+                .push_bind(start.date_naive().to_string());
+        }
+        if let Some(end) = filter.end {
+            query
+                .push(" AND day < ")
+                .push_bind(end.date_naive().to_string());
+        }
+        rows::push_dimension_filter(&mut query, filter);
+        query.push(" ORDER BY day, org_id, provider, model, task_type");
+        let rows: Vec<SqliteRollupRow> = query.build_query_as().fetch_all(&self.reader).await?;
+        rows.into_iter()
+            .map(|row| {
+                let day = NaiveDate::from_str(&row.day)
+                    .map_err(|error| StoreError::Corrupt(format!("rollup day: {error}")))?;
+                let histogram = rows::parse_histogram_json(&row.latency_histogram)?;
+                row.rollup.into_pair(day, histogram)
+            })
+            .collect()
+    }
+}
+
+fn push_record_filter(query: &mut QueryBuilder<Sqlite>, filter: &RecordFilter) {
+    if let Some(start) = filter.start {
+        query
+            .push(" AND created_at >= ")
+            .push_bind(start.timestamp_micros());
+    }
+    if let Some(end) = filter.end {
+        query
+            .push(" AND created_at < ")
+            .push_bind(end.timestamp_micros());
+    }
+    rows::push_dimension_filter(query, filter);
+    if let Some(user_id) = &filter.user_id {
+        query.push(" AND user_id = ").push_bind(user_id.clone());
+    }
+}
+
+/// Adds a delta to a rollup row. The histogram is a JSON array added
+/// element-wise, in key order.
+const UPSERT_ROLLUP: &str = "INSERT INTO ai_model_performance (day, org_id, provider, model, task_type, \
+     requests, errors, unpriced_requests, input_tokens, output_tokens, cached_input_tokens, \
+     reasoning_tokens, cost_nano_usd, latency_ms_sum, ttft_ms_sum, ttft_count, latency_histogram, updated_at) \
+     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+     ON CONFLICT (day, org_id, provider, model, task_type) DO UPDATE SET \
+     requests = requests + excluded.requests, \
+     errors = errors + excluded.errors, \
+     unpriced_requests = unpriced_requests + excluded.unpriced_requests, \
+     input_tokens = input_tokens + excluded.input_tokens, \
+     output_tokens = output_tokens + excluded.output_tokens, \
+     cached_input_tokens = cached_input_tokens + excluded.cached_input_tokens, \
+     reasoning_tokens = reasoning_tokens + excluded.reasoning_tokens, \
+     cost_nano_usd = cost_nano_usd + excluded.cost_nano_usd, \
+     latency_ms_sum = latency_ms_sum + excluded.latency_ms_sum, \
+     ttft_ms_sum = ttft_ms_sum + excluded.ttft_ms_sum, \
+     ttft_count = ttft_count + excluded.ttft_count, \
+     latency_histogram = (SELECT json_group_array(CAST(old.value AS INTEGER) + CAST(new.value AS INTEGER) ORDER BY old.key) \
+         FROM json_each(ai_model_performance.latency_histogram) AS old \
+         JOIN json_each(excluded.latency_histogram) AS new ON old.key = new.key), \
+     updated_at = excluded.updated_at";
+
+/// A usage row as SQLite stores it.
+#[derive(sqlx::FromRow)]
+struct SqliteUsageRow {
+    request_id: String,
+    parent_request_id: Option<String>,
+    created_at: i64,
+    api_key_id: Option<String>,
+    metadata: String,
+    #[sqlx(flatten)]
+    common: rows::CommonUsageColumns,
+}
+
+impl SqliteUsageRow {
+    fn into_usage_row(self) -> Result<UsageRow, StoreError> {
+        Ok(UsageRow {
+            request_id: rows::parse_uuid(&self.request_id)?,
+            parent_request_id: self
+                .parent_request_id
+                .as_deref()
+                .map(rows::parse_uuid)
+                .transpose()?,
+            created_at: DateTime::<Utc>::from_timestamp_micros(self.created_at)
+                .ok_or_else(|| StoreError::Corrupt(format!("timestamp {}", self.created_at)))?,
+            api_key_id: self
+                .api_key_id
+                .as_deref()
+                .map(rows::parse_uuid)
+                .transpose()?,
+            metadata: serde_json::from_str(&self.metadata)
+                .map_err(|error| StoreError::Corrupt(format!("metadata: {error}")))?,
+            common: self.common,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct SqliteRollupRow {
+    day: String,
+    latency_histogram: String,
+    #[sqlx(flatten)]
+    rollup: rows::CommonRollupColumns,
+}
