@@ -1,0 +1,201 @@
+//! The `tollgate` binary: command output, and one-line errors without panics
+//! or backtraces.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::disallowed_methods,
+    reason = "tests fail loudly and run their own tasks"
+)]
+
+use std::process::{Command, Output};
+
+fn tollgate(args: &[&str], folder: &std::path::Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args(args)
+        .current_dir(folder)
+        .env_remove("DATABASE_URL")
+        .env_remove("TOLLGATE_CONFIG")
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .expect("the binary runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn assert_one_line_error(output: &Output, expected: &str) {
+    assert!(!output.status.success());
+    let stderr = text(&output.stderr);
+    assert_eq!(stderr.trim_end().lines().count(), 1, "one line: {stderr}");
+    assert!(stderr.starts_with("tollgate: error: "), "{stderr}");
+    assert!(
+        stderr.contains(expected),
+        "expected `{expected}` in: {stderr}"
+    );
+    assert!(
+        !stderr.contains("panicked") && !stderr.contains("backtrace"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn migrate_prints_what_it_created_and_a_second_run_is_harmless() {
+    let folder = tempfile::TempDir::new().unwrap();
+    let first = tollgate(&["migrate"], folder.path());
+    assert!(first.status.success(), "{}", text(&first.stderr));
+    let printed = text(&first.stdout);
+    assert!(
+        printed.contains("Applied migration 0001 initial"),
+        "{printed}"
+    );
+    for table in [
+        "ai_provider_usage",
+        "ai_provider_credits",
+        "ai_usage_alerts",
+        "ai_usage_budgets",
+        "ai_model_performance",
+        "organizations",
+        "users",
+        "api_keys",
+        "audit_log",
+    ] {
+        assert!(printed.contains(table), "{table} in {printed}");
+    }
+    assert!(
+        folder.path().join("tollgate.db").exists(),
+        "the default database is sqlite://tollgate.db"
+    );
+    let second = tollgate(&["migrate"], folder.path());
+    assert!(second.status.success());
+    assert!(
+        text(&second.stdout).contains("up to date"),
+        "{}",
+        text(&second.stdout)
+    );
+}
+
+#[test]
+fn configuration_and_database_mistakes_are_one_line_errors() {
+    let folder = tempfile::TempDir::new().unwrap();
+    std::fs::write(
+        folder.path().join("typo.toml"),
+        "[recorder]\nbatch_sise = 5\n",
+    )
+    .unwrap();
+    std::fs::write(folder.path().join("broken.toml"), "[server\n").unwrap();
+    let cases: [(&[&str], &str); 6] = [
+        (
+            &["--database-url", "mysql://db/x", "migrate"],
+            "unsupported database URL",
+        ),
+        (
+            &[
+                "--database-url",
+                "postgres://nobody@127.0.0.1:1/x",
+                "migrate",
+            ],
+            "cannot connect to database",
+        ),
+        (&["--config", "typo.toml", "migrate"], "recorder.batch_sise"),
+        (&["--config", "broken.toml", "migrate"], "not valid TOML"),
+        (
+            &["--config", "missing.toml", "migrate"],
+            "cannot read config file",
+        ),
+        (&["serve", "--listen", "not-an-address"], "server.listen"),
+    ];
+    for (args, expected) in cases {
+        assert_one_line_error(&tollgate(args, folder.path()), expected);
+    }
+}
+
+#[test]
+fn a_database_password_never_appears_in_an_error() {
+    let folder = tempfile::TempDir::new().unwrap();
+    let output = tollgate(
+        &[
+            "--database-url",
+            "postgres://app:hunter2@127.0.0.1:1/x",
+            "migrate",
+        ],
+        folder.path(),
+    );
+    assert_one_line_error(&output, "postgres://app:***@127.0.0.1:1/x");
+    assert!(!text(&output.stderr).contains("hunter2"));
+}
+
+#[test]
+fn pricing_show_prints_prices_with_their_source_and_date() {
+    let folder = tempfile::TempDir::new().unwrap();
+    let output = tollgate(&["pricing", "show", "gpt-4o-mini"], folder.path());
+    assert!(output.status.success());
+    let printed = text(&output.stdout);
+    assert!(printed.contains("gpt-4o-mini (openai)"), "{printed}");
+    assert!(
+        printed.contains("input_mtok") && printed.contains("0.15"),
+        "{printed}"
+    );
+    assert!(
+        printed.contains("cache_read_mtok") && printed.contains("0.075"),
+        "{printed}"
+    );
+    assert!(
+        printed.contains("genai-prices") && printed.contains("as of 2026-11-28"),
+        "{printed}"
+    );
+    let openrouter = text(
+        &tollgate(
+            &["pricing", "show", "openrouter/openai/gpt-4o"],
+            folder.path(),
+        )
+        .stdout,
+    );
+    assert!(openrouter.contains("(openrouter)"), "{openrouter}");
+    assert_one_line_error(
+        &tollgate(&["pricing", "show", "gpt-unknown-9"], folder.path()),
+        "no price for model `gpt-unknown-9`",
+    );
+}
+
+#[test]
+fn configured_prices_show_up_in_the_catalog() {
+    let folder = tempfile::TempDir::new().unwrap();
+    std::fs::write(
+        folder.path().join("prices.toml"),
+        "[pricing.models]\n\"local/llama3.1:70b\" = { input_mtok = \"0.20\", output_mtok = 0.6 }\n",
+    )
+    .unwrap();
+    let output = tollgate(
+        &[
+            "--config",
+            "prices.toml",
+            "pricing",
+            "show",
+            "local/llama3.1:70b",
+        ],
+        folder.path(),
+    );
+    let printed = text(&output.stdout);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert!(printed.contains("your configuration"), "{printed}");
+    assert!(
+        printed.contains("0.20") && printed.contains("0.6"),
+        "{printed}"
+    );
+    let listed = text(
+        &tollgate(
+            &[
+                "--config",
+                "prices.toml",
+                "pricing",
+                "list",
+                "--provider",
+                "local",
+            ],
+            folder.path(),
+        )
+        .stdout,
+    );
+    assert!(listed.contains("llama3.1:70b"), "{listed}");
+}

@@ -1,0 +1,264 @@
+//! Shared test harness: fresh databases (SQLite in a temporary folder, or a
+//! new PostgreSQL database per test), and `spawn_app`, which starts exactly
+//! what `tollgate serve` starts, on port 0.
+#![allow(dead_code, reason = "each test binary uses a different part")]
+#![allow(
+    clippy::expect_used,
+    clippy::print_stderr,
+    clippy::disallowed_methods,
+    reason = "tests fail loudly and run their own tasks"
+)]
+
+pub mod proxy;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tempfile::TempDir;
+use tokio::sync::oneshot;
+use tollgate::app::App;
+use tollgate::config::{Config, Sources};
+use tollgate::recorder::Recorder;
+use tollgate::store::Store;
+
+pub const ADMIN_TOKEN: &str = "test-admin-token";
+
+/// The PostgreSQL server tests create their databases on. Unset outside CI:
+/// PostgreSQL tests are skipped with a note. Unset in CI: they fail.
+pub fn postgres_admin_url() -> Option<String> {
+    match std::env::var("TOLLGATE_TEST_POSTGRES_URL") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ if std::env::var_os("CI").is_some() => {
+            panic!(
+                "CI is set but TOLLGATE_TEST_POSTGRES_URL is not: PostgreSQL tests must run in CI"
+            )
+        }
+        _ => {
+            eprintln!("TOLLGATE_TEST_POSTGRES_URL is not set; skipping a PostgreSQL test");
+            None
+        }
+    }
+}
+
+/// A database made for one test, removed afterwards.
+pub struct TestDatabase {
+    pub url: String,
+    pub folder: TempDir,
+    postgres: Option<(String, String)>,
+}
+
+impl TestDatabase {
+    pub fn sqlite() -> TestDatabase {
+        let folder = TempDir::new().expect("a temporary folder");
+        let url = format!("sqlite://{}", folder.path().join("tollgate.db").display());
+        TestDatabase {
+            url,
+            folder,
+            postgres: None,
+        }
+    }
+
+    /// A fresh PostgreSQL database, or `None` when PostgreSQL tests are skipped.
+    pub async fn postgres() -> Option<TestDatabase> {
+        let admin_url = postgres_admin_url()?;
+        let name = format!("tollgate_test_{}", uuid::Uuid::now_v7().simple());
+        let admin = admin_connection(&admin_url).await;
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&admin)
+            .await
+            .expect("create a test database");
+        admin.close().await;
+        let base = admin_url
+            .rsplit_once('/')
+            .map_or(admin_url.as_str(), |(base, _)| base);
+        Some(TestDatabase {
+            url: format!("{base}/{name}"),
+            folder: TempDir::new().expect("a temporary folder"),
+            postgres: Some((admin_url, name)),
+        })
+    }
+
+    /// The database's URL with its host and port replaced (to go through a proxy).
+    pub fn url_through(&self, address: std::net::SocketAddr) -> String {
+        let (scheme, rest) = self.url.split_once("://").expect("a URL");
+        let (authority, path) = rest.split_once('/').expect("a database name");
+        let user = authority
+            .rsplit_once('@')
+            .map_or(String::new(), |(user, _)| format!("{user}@"));
+        format!("{scheme}://{user}{address}/{path}")
+    }
+
+    pub fn spool_dir(&self) -> PathBuf {
+        self.folder.path().join("spool")
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let Some((admin_url, name)) = self.postgres.take() else {
+            return;
+        };
+        // Best effort, on a thread of its own: Drop cannot be async.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build();
+            if let Ok(runtime) = runtime {
+                runtime.block_on(async {
+                    let admin = admin_connection(&admin_url).await;
+                    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                    )))
+                    .execute(&admin)
+                    .await;
+                    admin.close().await;
+                });
+            }
+        })
+        .join();
+    }
+}
+
+async fn admin_connection(url: &str) -> sqlx::PgPool {
+    sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(url)
+        .await
+        .unwrap_or_else(|error| panic!("PostgreSQL at {url} is unreachable: {error}"))
+}
+
+/// Settings for a test server on `database_url`, port 0, fast batching.
+pub fn test_config(
+    database_url: &str,
+    spool_dir: &std::path::Path,
+    extra: &[(&str, &str)],
+) -> Config {
+    let mut overrides: Vec<(String, String)> = vec![
+        ("database.url".into(), database_url.into()),
+        ("server.listen".into(), "127.0.0.1:0".into()),
+        ("server.admin_token".into(), ADMIN_TOKEN.into()),
+        ("recorder.spool_dir".into(), spool_dir.display().to_string()),
+        ("recorder.flush_interval_ms".into(), "20".into()),
+        ("recorder.retry_interval_ms".into(), "200".into()),
+        ("database.acquire_timeout_ms".into(), "1000".into()),
+    ];
+    overrides.extend(
+        extra
+            .iter()
+            .map(|(key, value)| ((*key).to_owned(), (*value).to_owned())),
+    );
+    Config::load(&Sources {
+        overrides,
+        ..Sources::default()
+    })
+    .expect("a valid test configuration")
+}
+
+pub async fn connect_store(database_url: &str) -> Store {
+    let config = test_config(database_url, std::path::Path::new("unused"), &[]);
+    let store = Store::connect(&config.database)
+        .await
+        .expect("connect to the test database");
+    store.migrate().await.expect("migrate the test database");
+    store
+}
+
+/// A running server.
+pub struct TestApp {
+    pub address: String,
+    pub client: reqwest::Client,
+    pub recorder: Recorder,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+pub async fn spawn_app(config: Config) -> TestApp {
+    let app = App::build(config).await.expect("the app builds");
+    let address = format!("http://{}", app.local_address());
+    let recorder = app.recorder();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        app.run_until_stopped(async {
+            let _ = stopped.await;
+        })
+        .await
+        .expect("the server runs");
+    });
+    TestApp {
+        address,
+        client: reqwest::Client::new(),
+        recorder,
+        stop: Some(stop),
+        task: Some(task),
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.address)
+    }
+
+    pub async fn post_usage(&self, body: &str) -> reqwest::Response {
+        self.client
+            .post(self.url("/api/v1/usage"))
+            .bearer_auth(ADMIN_TOKEN)
+            .header("content-type", "application/json")
+            .body(body.to_owned())
+            .send()
+            .await
+            .expect("the server answers")
+    }
+
+    pub async fn get_records(&self, query: &str) -> reqwest::Response {
+        self.client
+            .get(self.url(&format!("/api/v1/usage/records{query}")))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .expect("the server answers")
+    }
+
+    /// Every record the API lists, following cursors.
+    pub async fn all_records(&self) -> Vec<serde_json::Value> {
+        let mut records = Vec::new();
+        let mut query = "?limit=1000".to_owned();
+        loop {
+            let response = self.get_records(&query).await;
+            assert_eq!(response.status(), 200);
+            let page: serde_json::Value = response.json().await.expect("JSON");
+            records.extend(page["data"].as_array().cloned().unwrap_or_default());
+            match page["next_cursor"].as_str() {
+                Some(cursor) => query = format!("?limit=1000&cursor={cursor}"),
+                None => return records,
+            }
+        }
+    }
+
+    /// Stops the server the way SIGTERM does, and waits for it.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.expect("the server stops cleanly");
+        }
+    }
+}
+
+/// Polls `check` until it holds or `timeout` passes.
+pub async fn eventually<F, Fut>(timeout: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if check().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
