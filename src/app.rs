@@ -11,7 +11,7 @@ use tokio::net::TcpListener;
 use crate::config::Config;
 use crate::http::{self, AppState};
 use crate::pricing::{CatalogError, Pricing, configured_model_price};
-use crate::recorder::{Recorder, RecorderTask, SpoolError, WriterSettings};
+use crate::recorder::{Recorder, RecorderSettings, RecorderTask, SpoolError};
 use crate::store::{MigrationReport, Store, StoreError};
 
 /// Why the server could not start or stopped with an error.
@@ -46,13 +46,11 @@ impl App {
         let store = Store::connect(&config.database).await?;
         let migrations = store.migrate().await?;
         let pricing = Arc::new(pricing_from_config(&config)?);
-        let settings = WriterSettings::from_config(&config.recorder, config.server.timezone);
         let (recorder, recorder_task) = Recorder::start(
             store.clone(),
             pricing,
             &config.recorder.spool_dir,
-            settings,
-            chrono::Duration::seconds(config.ingest.max_future_skew_seconds),
+            RecorderSettings::from_config(&config),
         )?;
         let address = config.server.listen;
         let listener = TcpListener::bind(address)

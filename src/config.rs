@@ -134,6 +134,7 @@ pub struct RecorderConfig {
     pub flush_interval_ms: u64,
     pub spool_dir: PathBuf,
     pub retry_interval_ms: u64,
+    pub max_queued_records: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -156,25 +156,12 @@ fn parse_record(text: &[u8], prefix: &str, now: DateTime<Utc>) -> Result<UsageEv
         param: format!("{prefix}{field}"),
         message,
     };
-    let mut deserializer = serde_json::Deserializer::from_slice(text);
-    let wire: WireRecord<'_> =
-        serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
-            let path = error.path().to_string();
-            let message = error.inner().to_string();
-            let message = message
-                .split(" at line ")
-                .next()
-                .unwrap_or(&message)
-                .to_owned();
-            if path == "." {
-                IngestError::Invalid {
-                    param: prefix.trim_end_matches('.').to_owned(),
-                    message,
-                }
-            } else {
-                invalid(&path, message)
-            }
-        })?;
+    // The plain parse is the fast path; only a record that fails it is parsed
+    // again, slowly, to find the path of the field at fault.
+    let wire: WireRecord<'_> = match serde_json::from_slice(text) {
+        Ok(wire) => wire,
+        Err(_) => return Err(locate_error(text, prefix)),
+    };
     let created_at = match &wire.created_at {
         None => now,
         Some(text) => DateTime::parse_from_rfc3339(text)
@@ -224,6 +211,33 @@ fn parse_record(text: &[u8], prefix: &str, now: DateTime<Utc>) -> Result<UsageEv
         metadata,
     };
     Ok(event)
+}
+
+/// Parses a record that failed to parse, to name the field at fault.
+fn locate_error(text: &[u8], prefix: &str) -> IngestError {
+    let mut deserializer = serde_json::Deserializer::from_slice(text);
+    let error = match serde_path_to_error::deserialize::<_, WireRecord<'_>>(&mut deserializer) {
+        Ok(_) => {
+            return IngestError::Invalid {
+                param: prefix.trim_end_matches('.').to_owned(),
+                message: "cannot be read".to_owned(),
+            };
+        }
+        Err(error) => error,
+    };
+    let path = error.path().to_string();
+    let message = error.inner().to_string();
+    let message = message
+        .split(" at line ")
+        .next()
+        .unwrap_or(&message)
+        .to_owned();
+    let param = if path == "." {
+        prefix.trim_end_matches('.').to_owned()
+    } else {
+        format!("{prefix}{path}")
+    };
+    IngestError::Invalid { param, message }
 }
 
 /// `status` wins; otherwise `success: false` or an HTTP error status means

@@ -367,3 +367,61 @@ async fn health_readiness_and_metrics_answer() {
     assert_eq!((status, error["code"].as_str()), (404, Some("not_found")));
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_full_queue_answers_503_with_retry_after_and_records_nothing_of_that_call() {
+    use sqlx::Connection;
+    let database = TestDatabase::sqlite();
+    let config = test_config(
+        &database.url,
+        &database.spool_dir(),
+        &[
+            ("recorder.max_queued_records", "10"),
+            ("database.acquire_timeout_ms", "3000"),
+        ],
+    );
+    let app = spawn_app(config).await;
+    // Another process holds SQLite's write lock, so the writer cannot drain the queue.
+    let mut blocker = sqlx::SqliteConnection::connect(&database.url)
+        .await
+        .unwrap();
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut blocker)
+        .await
+        .unwrap();
+    let first: Vec<Value> = (1..=8).map(|n| record(&uuid(n), "0.001")).collect();
+    let second: Vec<Value> = (9..=16).map(|n| record(&uuid(n), "0.001")).collect();
+    assert_eq!(
+        app.post_usage(&json!({"records": first}).to_string())
+            .await
+            .status(),
+        202
+    );
+    let refused = app
+        .post_usage(&json!({"records": second.clone()}).to_string())
+        .await;
+    assert_eq!(refused.status(), 503);
+    assert_eq!(refused.headers()["retry-after"], "1");
+    let (_, error) = error_of(refused).await;
+    assert_eq!(error["code"], "overloaded");
+    sqlx::query("ROLLBACK").execute(&mut blocker).await.unwrap();
+    blocker.close().await.unwrap();
+    let drained = eventually(Duration::from_secs(10), || async {
+        app.recorder.queued() == 0
+    })
+    .await;
+    assert!(drained);
+    assert_eq!(
+        app.post_usage(&json!({"records": second}).to_string())
+            .await
+            .status(),
+        202
+    );
+    app.recorder.flush().await.unwrap();
+    assert_eq!(
+        app.all_records().await.len(),
+        16,
+        "each record once: the refused call added nothing"
+    );
+    app.stop().await;
+}

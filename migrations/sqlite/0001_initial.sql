@@ -1,5 +1,6 @@
 -- Tollgate's ledger on SQLite. Money is INTEGER nano-USD; times are INTEGER
--- microseconds since the Unix epoch (UTC); ids are TEXT (UUIDs hyphenated);
+-- microseconds since the Unix epoch (UTC); UUIDs Tollgate makes are 16-byte BLOBs (smaller
+-- keys, faster inserts); other ids are TEXT;
 -- JSON is TEXT. The PostgreSQL migration with the same number has the same
 -- tables and columns with native types.
 
@@ -40,12 +41,12 @@ CREATE INDEX api_keys_by_org ON api_keys (org_id);
 -- One row per upstream attempt or ingested record. No foreign keys: the
 -- ledger never refuses a record because of the state of another table.
 CREATE TABLE ai_provider_usage (
-    request_id               TEXT PRIMARY KEY NOT NULL,
-    parent_request_id        TEXT,
+    request_id               BLOB PRIMARY KEY NOT NULL,
+    parent_request_id        BLOB,
     created_at               INTEGER NOT NULL,
     org_id                   TEXT NOT NULL,
     user_id                  TEXT,
-    api_key_id               TEXT,
+    api_key_id               BLOB,
     provider                 TEXT NOT NULL CHECK (provider IN ('openai', 'openrouter', 'local')),
     model                    TEXT NOT NULL,
     task_type                TEXT NOT NULL CHECK (task_type IN ('chat', 'completion', 'embedding', 'image_generation', 'responses')),
@@ -69,8 +70,6 @@ CREATE TABLE ai_provider_usage (
 CREATE INDEX usage_by_time ON ai_provider_usage (created_at, request_id);
 CREATE INDEX usage_by_org_time ON ai_provider_usage (org_id, created_at);
 CREATE INDEX usage_by_user_time ON ai_provider_usage (user_id, created_at);
-CREATE INDEX usage_by_provider_time ON ai_provider_usage (provider, created_at);
-CREATE INDEX usage_by_model_time ON ai_provider_usage (model, created_at);
 CREATE INDEX usage_by_parent ON ai_provider_usage (parent_request_id) WHERE parent_request_id IS NOT NULL;
 
 CREATE TABLE ai_provider_credits (

@@ -29,6 +29,9 @@ pub enum ApiError {
     NotFound(String),
     #[error("{0}")]
     Unavailable(String),
+    /// Temporarily over capacity: 503 with `Retry-After`.
+    #[error("{0}")]
+    Busy(String),
     #[error("internal error")]
     Internal,
 }
@@ -69,6 +72,11 @@ impl ApiError {
                 "server_error",
                 "unavailable",
             ),
+            ApiError::Busy(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "server_error",
+                "overloaded",
+            ),
             ApiError::Internal => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "server_error",
@@ -93,7 +101,14 @@ impl IntoResponse for ApiError {
                 "code": code,
             }
         });
-        (status, Json(body)).into_response()
+        let mut response = (status, Json(body)).into_response();
+        if matches!(self, ApiError::Busy(_)) {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("1"),
+            );
+        }
+        response
     }
 }
 
@@ -144,6 +159,7 @@ pub fn record_error(error: RecordError, batch: bool) -> ApiError {
             param(index, "model"),
             format!("{reason}; this server refuses unpriced models"),
         ),
+        RecordError::Overloaded { .. } => ApiError::Busy(error.to_string()),
         RecordError::Stopped => ApiError::Unavailable("the server is shutting down".to_owned()),
     }
 }

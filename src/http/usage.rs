@@ -15,6 +15,7 @@ use super::error::record_error;
 use super::{ApiError, AppState};
 use crate::ingest;
 use crate::query::{self, RecordQuery};
+use crate::recorder::RecordError;
 use crate::store::Cursor;
 use crate::usage::UsageRecord;
 
@@ -34,6 +35,15 @@ pub async fn ingest(
             ApiError::MalformedJson(rejection.body_text())
         }
     })?;
+    // A full queue refuses the call before the work of parsing it.
+    if state.recorder.is_full() {
+        return Err(record_error(
+            RecordError::Overloaded {
+                queued: state.recorder.queued(),
+            },
+            false,
+        ));
+    }
     let parsed = ingest::parse_body(&body, state.config.ingest.max_batch_records, Utc::now())?;
     let ids = state
         .recorder

@@ -18,7 +18,7 @@ use uuid::Uuid;
 
 pub use spool::SpoolError;
 
-use crate::config::RecorderConfig;
+use crate::config::{Config, RecorderConfig};
 use crate::pricing::{Pricing, UnpricedPolicy};
 use crate::store::Store;
 use crate::usage::{InvalidField, UsageEvent, UsageRecord};
@@ -30,6 +30,10 @@ pub enum RecordError {
     Invalid { index: usize, error: InvalidField },
     #[error("record {index}: {reason}")]
     Unpriced { index: usize, reason: String },
+    /// More records wait for the database than the recorder holds in memory;
+    /// the caller should retry shortly (the ingest API answers 503).
+    #[error("{queued} records are waiting to be written; try again shortly")]
+    Overloaded { queued: u64 },
     #[error("the recorder has stopped")]
     Stopped,
 }
@@ -46,6 +50,7 @@ pub struct Recorder {
     sender: mpsc::UnboundedSender<Command>,
     pricing: Arc<Pricing>,
     queued: Arc<AtomicU64>,
+    max_queued_records: u64,
     max_future_skew: chrono::Duration,
 }
 
@@ -55,22 +60,30 @@ pub struct RecorderTask {
     handle: JoinHandle<()>,
 }
 
-/// What the writer needs besides the store.
+/// How the recorder batches, retries and bounds its queue.
 #[derive(Debug, Clone)]
-pub struct WriterSettings {
+pub struct RecorderSettings {
     pub batch_size: usize,
     pub flush_interval: Duration,
     pub retry_interval: Duration,
+    /// Rollup days are calendar days in this zone.
     pub timezone: Tz,
+    /// Records accepted but not yet written or spooled, at most.
+    pub max_queued_records: u64,
+    /// How far in the future a record's time may be.
+    pub max_future_skew: chrono::Duration,
 }
 
-impl WriterSettings {
-    pub fn from_config(config: &RecorderConfig, timezone: Tz) -> Self {
-        WriterSettings {
-            batch_size: config.batch_size,
-            flush_interval: Duration::from_millis(config.flush_interval_ms.max(1)),
-            retry_interval: Duration::from_millis(config.retry_interval_ms.max(1)),
-            timezone,
+impl RecorderSettings {
+    pub fn from_config(config: &Config) -> Self {
+        let recorder: &RecorderConfig = &config.recorder;
+        RecorderSettings {
+            batch_size: recorder.batch_size,
+            flush_interval: Duration::from_millis(recorder.flush_interval_ms.max(1)),
+            retry_interval: Duration::from_millis(recorder.retry_interval_ms.max(1)),
+            timezone: config.server.timezone,
+            max_queued_records: recorder.max_queued_records,
+            max_future_skew: chrono::Duration::seconds(config.ingest.max_future_skew_seconds),
         }
     }
 }
@@ -82,13 +95,18 @@ impl Recorder {
         store: Store,
         pricing: Arc<Pricing>,
         spool_dir: &std::path::Path,
-        settings: WriterSettings,
-        max_future_skew: chrono::Duration,
+        settings: RecorderSettings,
     ) -> Result<(Recorder, RecorderTask), SpoolError> {
         let spool = spool::Spool::open(spool_dir)?;
         let (sender, receiver) = mpsc::unbounded_channel();
         let queued = Arc::new(AtomicU64::new(0));
-        let writer = writer::Writer::new(store, spool, settings, receiver, Arc::clone(&queued));
+        let writer = writer::Writer::new(
+            store,
+            spool,
+            settings.clone(),
+            receiver,
+            Arc::clone(&queued),
+        );
         // The writer is the recorder's one task; `RecorderTask::shutdown`
         // waits for it, so nothing it holds is lost on a clean stop.
         #[allow(clippy::disallowed_methods, reason = "the one place the writer starts")]
@@ -97,14 +115,21 @@ impl Recorder {
             sender,
             pricing,
             queued,
-            max_future_skew,
+            max_queued_records: settings.max_queued_records,
+            max_future_skew: settings.max_future_skew,
         };
         Ok((recorder, RecorderTask { handle }))
     }
 
     /// Validates and prices every event, then queues them all, or none if
-    /// any is refused. Returns the request ids in order.
+    /// any is refused. Returns the request ids in order. Refuses the call
+    /// (nothing recorded) when the queue is full; the caller retries.
     pub fn record(&self, events: Vec<UsageEvent>) -> Result<Vec<Uuid>, RecordError> {
+        let queued = self.queued();
+        if queued + events.len() as u64 > self.max_queued_records.max(events.len() as u64) {
+            metrics::counter!("tollgate_recorder_overloaded_total").increment(1);
+            return Err(RecordError::Overloaded { queued });
+        }
         let now = Utc::now();
         let mut records = Vec::with_capacity(events.len());
         for (index, event) in events.into_iter().enumerate() {
@@ -146,6 +171,12 @@ impl Recorder {
             .send(Command::Flush(reply))
             .map_err(|_| RecordError::Stopped)?;
         done.await.map_err(|_| RecordError::Stopped)
+    }
+
+    /// Whether the queue is full, so a caller can refuse work before
+    /// parsing it. `record` checks again.
+    pub fn is_full(&self) -> bool {
+        self.queued() >= self.max_queued_records
     }
 
     /// Records accepted but not yet written or spooled.

@@ -8,14 +8,14 @@ use tokio::sync::mpsc;
 use tokio::time::{Instant, MissedTickBehavior};
 
 use super::spool::Spool;
-use super::{Command, WriterSettings};
+use super::{Command, RecorderSettings};
 use crate::store::{Store, StoreError};
 use crate::usage::UsageRecord;
 
 pub(super) struct Writer {
     store: Store,
     spool: Spool,
-    settings: WriterSettings,
+    settings: RecorderSettings,
     receiver: mpsc::UnboundedReceiver<Command>,
     queued: Arc<AtomicU64>,
     buffer: Vec<UsageRecord>,
@@ -29,7 +29,7 @@ impl Writer {
     pub(super) fn new(
         store: Store,
         spool: Spool,
-        settings: WriterSettings,
+        settings: RecorderSettings,
         receiver: mpsc::UnboundedReceiver<Command>,
         queued: Arc<AtomicU64>,
     ) -> Self {

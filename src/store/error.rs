@@ -15,6 +15,9 @@ pub enum StoreError {
     Rejected(sqlx::Error),
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The database did something a statement's guarantees rule out.
+    #[error("inconsistent write: {0}")]
+    Inconsistent(String),
     /// A stored value that Tollgate cannot read back.
     #[error("unreadable stored value: {0}")]
     Corrupt(String),

@@ -23,9 +23,8 @@ use crate::usage::UsageRecord;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
-/// Rows per INSERT statement: 25 columns × 1,000 stays under PostgreSQL's
-/// 65,535-parameter limit.
-const ROWS_PER_STATEMENT: usize = 1_000;
+/// Rows per INSERT statement (arrays this long are sent as one parameter each).
+const ROWS_PER_STATEMENT: usize = 5_000;
 
 #[derive(Debug, Clone)]
 pub struct PostgresStore {
@@ -106,37 +105,33 @@ impl PostgresStore {
         let mut transaction = self.pool.begin().await?;
         let mut inserted_ids: HashSet<Uuid> = HashSet::with_capacity(unique.len());
         for chunk in unique.chunks(ROWS_PER_STATEMENT) {
-            let mut insert = QueryBuilder::<Postgres>::new(rows::INSERT_USAGE_PREFIX);
-            insert.push_values(chunk, |mut row, record| {
-                row.push_bind(record.request_id)
-                    .push_bind(record.parent_request_id)
-                    .push_bind(record.created_at)
-                    .push_bind(record.org_id.as_str())
-                    .push_bind(record.user_id.as_deref())
-                    .push_bind(record.api_key_id)
-                    .push_bind(record.provider.as_str())
-                    .push_bind(record.model.as_str())
-                    .push_bind(record.task_type.as_str())
-                    .push_bind(rows::count(record.tokens.input))
-                    .push_bind(rows::count(record.tokens.output))
-                    .push_bind(rows::count(record.tokens.cached_input))
-                    .push_bind(rows::count(record.tokens.reasoning))
-                    .push_bind(record.cost.map(|cost| cost.nanos()))
-                    .push_bind(record.estimated_cost.map(|cost| cost.nanos()))
-                    .push_bind(record.cost_status.as_str())
-                    .push_bind(rows::count(record.latency_ms))
-                    .push_bind(record.time_to_first_token_ms.map(rows::count))
-                    .push_bind(record.status_code.map(i32::from))
-                    .push_bind(record.success())
-                    .push_bind(record.status.as_str())
-                    .push_bind(record.error_type.as_deref())
-                    .push_bind(record.stream)
-                    .push_bind(record.provider_request_id.as_deref())
-                    .push_bind(Json(&record.metadata));
-            });
-            insert.push(" ON CONFLICT (request_id) DO NOTHING RETURNING request_id");
-            let returned: Vec<Uuid> = insert
-                .build_query_scalar()
+            let columns = UsageColumns::from_records(chunk);
+            let returned: Vec<Uuid> = sqlx::query_scalar(INSERT_USAGE_UNNEST)
+                .bind(columns.request_id)
+                .bind(columns.parent_request_id)
+                .bind(columns.created_at)
+                .bind(columns.org_id)
+                .bind(columns.user_id)
+                .bind(columns.api_key_id)
+                .bind(columns.provider)
+                .bind(columns.model)
+                .bind(columns.task_type)
+                .bind(columns.input_tokens)
+                .bind(columns.output_tokens)
+                .bind(columns.cached_input_tokens)
+                .bind(columns.reasoning_tokens)
+                .bind(columns.cost_nano_usd)
+                .bind(columns.estimated_cost_nano_usd)
+                .bind(columns.cost_status)
+                .bind(columns.latency_ms)
+                .bind(columns.time_to_first_token_ms)
+                .bind(columns.status_code)
+                .bind(columns.success)
+                .bind(columns.status)
+                .bind(columns.error_type)
+                .bind(columns.stream)
+                .bind(columns.provider_request_id)
+                .bind(columns.metadata)
                 .fetch_all(&mut *transaction)
                 .await?;
             inserted_ids.extend(returned);
@@ -146,29 +141,32 @@ impl PostgresStore {
             .copied()
             .filter(|record| inserted_ids.contains(&record.request_id))
             .collect();
-        let now = Utc::now();
-        for (key, delta) in rollup::rollup(inserted.iter().copied(), timezone) {
-            sqlx::query(UPSERT_ROLLUP)
-                .bind(key.day)
-                .bind(key.org_id)
-                .bind(key.provider.as_str())
-                .bind(key.model)
-                .bind(key.task_type.as_str())
-                .bind(delta.requests)
-                .bind(delta.errors)
-                .bind(delta.unpriced_requests)
-                .bind(delta.input_tokens)
-                .bind(delta.output_tokens)
-                .bind(delta.cached_input_tokens)
-                .bind(delta.reasoning_tokens)
-                .bind(delta.cost_nano_usd)
-                .bind(delta.latency_ms_sum)
-                .bind(delta.ttft_ms_sum)
-                .bind(delta.ttft_count)
-                .bind(delta.latency_histogram.to_vec())
-                .bind(now)
-                .execute(&mut *transaction)
-                .await?;
+        let deltas = rollup::rollup(inserted.iter().copied(), timezone);
+        if !deltas.is_empty() {
+            let now = Utc::now();
+            let mut upsert = QueryBuilder::<Postgres>::new(rows::INSERT_ROLLUP_PREFIX);
+            upsert.push_values(deltas, |mut row, (key, delta)| {
+                row.push_bind(key.day)
+                    .push_bind(key.org_id)
+                    .push_bind(key.provider.as_str())
+                    .push_bind(key.model)
+                    .push_bind(key.task_type.as_str())
+                    .push_bind(delta.requests)
+                    .push_bind(delta.errors)
+                    .push_bind(delta.unpriced_requests)
+                    .push_bind(delta.input_tokens)
+                    .push_bind(delta.output_tokens)
+                    .push_bind(delta.cached_input_tokens)
+                    .push_bind(delta.reasoning_tokens)
+                    .push_bind(delta.cost_nano_usd)
+                    .push_bind(delta.latency_ms_sum)
+                    .push_bind(delta.ttft_ms_sum)
+                    .push_bind(delta.ttft_count)
+                    .push_bind(delta.latency_histogram.to_vec())
+                    .push_bind(now);
+            });
+            upsert.push(ROLLUP_CONFLICT);
+            upsert.build().execute(&mut *transaction).await?;
         }
         transaction.commit().await?;
         Ok(BatchOutcome {
@@ -236,13 +234,30 @@ impl PostgresStore {
     }
 }
 
-/// Adds a delta to a rollup row atomically; the histogram arrays are zipped
-/// and summed in the statement itself.
-const UPSERT_ROLLUP: &str = "INSERT INTO ai_model_performance (day, org_id, provider, model, task_type, \
-     requests, errors, unpriced_requests, input_tokens, output_tokens, cached_input_tokens, \
-     reasoning_tokens, cost_nano_usd, latency_ms_sum, ttft_ms_sum, ttft_count, latency_histogram, updated_at) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18) \
-     ON CONFLICT (day, org_id, provider, model, task_type) DO UPDATE SET \
+/// Inserts a chunk from one array per column: 25 parameters whatever the
+/// chunk's size, sent in PostgreSQL's binary format.
+const INSERT_USAGE_UNNEST: &str = "INSERT INTO ai_provider_usage (request_id, parent_request_id, \
+     created_at, org_id, user_id, api_key_id, provider, model, task_type, input_tokens, output_tokens, \
+     cached_input_tokens, reasoning_tokens, cost_nano_usd, estimated_cost_nano_usd, cost_status, \
+     latency_ms, time_to_first_token_ms, status_code, success, status, error_type, stream, \
+     provider_request_id, metadata) \
+     SELECT request_id, parent_request_id, created_at, org_id, user_id, api_key_id, provider, model, \
+     task_type, input_tokens, output_tokens, cached_input_tokens, reasoning_tokens, cost_nano_usd, \
+     estimated_cost_nano_usd, cost_status, latency_ms, time_to_first_token_ms, status_code, success, \
+     status, error_type, stream, provider_request_id, metadata::jsonb \
+     FROM UNNEST($1::uuid[], $2::uuid[], $3::timestamptz[], $4::text[], $5::text[], $6::uuid[], \
+     $7::text[], $8::text[], $9::text[], $10::int8[], $11::int8[], $12::int8[], $13::int8[], \
+     $14::int8[], $15::int8[], $16::text[], $17::int8[], $18::int8[], $19::int4[], $20::bool[], \
+     $21::text[], $22::text[], $23::bool[], $24::text[], $25::text[]) \
+     AS incoming (request_id, parent_request_id, created_at, org_id, user_id, api_key_id, provider, \
+     model, task_type, input_tokens, output_tokens, cached_input_tokens, reasoning_tokens, \
+     cost_nano_usd, estimated_cost_nano_usd, cost_status, latency_ms, time_to_first_token_ms, \
+     status_code, success, status, error_type, stream, provider_request_id, metadata) \
+     ON CONFLICT (request_id) DO NOTHING RETURNING request_id";
+
+/// Adds each delta to its rollup row atomically; the histogram arrays are
+/// zipped and summed in the statement itself.
+const ROLLUP_CONFLICT: &str = " ON CONFLICT (day, org_id, provider, model, task_type) DO UPDATE SET \
      requests = ai_model_performance.requests + excluded.requests, \
      errors = ai_model_performance.errors + excluded.errors, \
      unpriced_requests = ai_model_performance.unpriced_requests + excluded.unpriced_requests, \
@@ -257,6 +272,82 @@ const UPSERT_ROLLUP: &str = "INSERT INTO ai_model_performance (day, org_id, prov
      latency_histogram = ARRAY(SELECT old + new FROM unnest(ai_model_performance.latency_histogram, \
          excluded.latency_histogram) WITH ORDINALITY AS bucket(old, new, position) ORDER BY position), \
      updated_at = excluded.updated_at";
+
+/// A chunk of records as one vector per column, for `INSERT_USAGE_UNNEST`.
+struct UsageColumns {
+    request_id: Vec<Uuid>,
+    parent_request_id: Vec<Option<Uuid>>,
+    created_at: Vec<DateTime<Utc>>,
+    org_id: Vec<String>,
+    user_id: Vec<Option<String>>,
+    api_key_id: Vec<Option<Uuid>>,
+    provider: Vec<&'static str>,
+    model: Vec<String>,
+    task_type: Vec<&'static str>,
+    input_tokens: Vec<i64>,
+    output_tokens: Vec<i64>,
+    cached_input_tokens: Vec<i64>,
+    reasoning_tokens: Vec<i64>,
+    cost_nano_usd: Vec<Option<i64>>,
+    estimated_cost_nano_usd: Vec<Option<i64>>,
+    cost_status: Vec<&'static str>,
+    latency_ms: Vec<i64>,
+    time_to_first_token_ms: Vec<Option<i64>>,
+    status_code: Vec<Option<i32>>,
+    success: Vec<bool>,
+    status: Vec<&'static str>,
+    error_type: Vec<Option<String>>,
+    stream: Vec<bool>,
+    provider_request_id: Vec<Option<String>>,
+    metadata: Vec<String>,
+}
+
+impl UsageColumns {
+    fn from_records(records: &[&UsageRecord]) -> Self {
+        let column = |value: fn(&UsageRecord) -> i64| -> Vec<i64> {
+            records.iter().map(|record| value(record)).collect()
+        };
+        UsageColumns {
+            request_id: records.iter().map(|r| r.request_id).collect(),
+            parent_request_id: records.iter().map(|r| r.parent_request_id).collect(),
+            created_at: records.iter().map(|r| r.created_at).collect(),
+            org_id: records.iter().map(|r| r.org_id.clone()).collect(),
+            user_id: records.iter().map(|r| r.user_id.clone()).collect(),
+            api_key_id: records.iter().map(|r| r.api_key_id).collect(),
+            provider: records.iter().map(|r| r.provider.as_str()).collect(),
+            model: records.iter().map(|r| r.model.clone()).collect(),
+            task_type: records.iter().map(|r| r.task_type.as_str()).collect(),
+            input_tokens: column(|r| rows::count(r.tokens.input)),
+            output_tokens: column(|r| rows::count(r.tokens.output)),
+            cached_input_tokens: column(|r| rows::count(r.tokens.cached_input)),
+            reasoning_tokens: column(|r| rows::count(r.tokens.reasoning)),
+            cost_nano_usd: records.iter().map(|r| r.cost.map(|c| c.nanos())).collect(),
+            estimated_cost_nano_usd: records
+                .iter()
+                .map(|r| r.estimated_cost.map(|c| c.nanos()))
+                .collect(),
+            cost_status: records.iter().map(|r| r.cost_status.as_str()).collect(),
+            latency_ms: column(|r| rows::count(r.latency_ms)),
+            time_to_first_token_ms: records
+                .iter()
+                .map(|r| r.time_to_first_token_ms.map(rows::count))
+                .collect(),
+            status_code: records
+                .iter()
+                .map(|r| r.status_code.map(i32::from))
+                .collect(),
+            success: records.iter().map(|r| r.success()).collect(),
+            status: records.iter().map(|r| r.status.as_str()).collect(),
+            error_type: records.iter().map(|r| r.error_type.clone()).collect(),
+            stream: records.iter().map(|r| r.stream).collect(),
+            provider_request_id: records
+                .iter()
+                .map(|r| r.provider_request_id.clone())
+                .collect(),
+            metadata: records.iter().map(|r| r.metadata.to_string()).collect(),
+        }
+    }
+}
 
 #[derive(sqlx::FromRow)]
 struct PostgresUsageRow {

@@ -20,6 +20,11 @@ pub const INSERT_USAGE_PREFIX: &str = "INSERT INTO ai_provider_usage (request_id
      latency_ms, time_to_first_token_ms, status_code, success, status, error_type, stream, \
      provider_request_id, metadata) ";
 
+pub const INSERT_ROLLUP_PREFIX: &str = "INSERT INTO ai_model_performance (day, org_id, provider, \
+     model, task_type, requests, errors, unpriced_requests, input_tokens, output_tokens, \
+     cached_input_tokens, reasoning_tokens, cost_nano_usd, latency_ms_sum, ttft_ms_sum, ttft_count, \
+     latency_histogram, updated_at) ";
+
 /// Ends in a WHERE clause that filters append to with ` AND …`.
 pub const SELECT_USAGE: &str = "SELECT request_id, parent_request_id, created_at, org_id, user_id, \
      api_key_id, provider, model, task_type, input_tokens, output_tokens, cached_input_tokens, \
@@ -228,10 +233,6 @@ pub fn histogram_from_vec(values: Vec<i64>) -> Result<[i64; LATENCY_BUCKETS], St
             values.len()
         ))
     })
-}
-
-pub fn parse_uuid(text: &str) -> Result<Uuid, StoreError> {
-    Uuid::parse_str(text).map_err(|error| StoreError::Corrupt(format!("uuid `{text}`: {error}")))
 }
 
 fn parse_name<T: FromStr>(text: &str) -> Result<T, StoreError>

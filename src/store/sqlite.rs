@@ -47,7 +47,9 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(timeout)
-            .foreign_keys(true);
+            .foreign_keys(true)
+            .pragma("cache_size", "-65536")
+            .pragma("temp_store", "memory");
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .acquire_timeout(timeout)
@@ -117,73 +119,68 @@ impl SqliteStore {
     ) -> Result<BatchOutcome, StoreError> {
         let unique = rows::unique_by_request_id(records);
         let mut transaction = self.writer.begin_with("BEGIN IMMEDIATE").await?;
-        let mut inserted_ids: HashSet<Uuid> = HashSet::with_capacity(unique.len());
+        let mut inserted: Vec<&UsageRecord> = Vec::with_capacity(unique.len());
         for chunk in unique.chunks(ROWS_PER_STATEMENT) {
-            let mut insert = QueryBuilder::<Sqlite>::new(rows::INSERT_USAGE_PREFIX);
-            insert.push_values(chunk, |mut row, record| {
-                row.push_bind(record.request_id.to_string())
-                    .push_bind(record.parent_request_id.map(|id| id.to_string()))
-                    .push_bind(record.created_at.timestamp_micros())
-                    .push_bind(record.org_id.as_str())
-                    .push_bind(record.user_id.as_deref())
-                    .push_bind(record.api_key_id.map(|id| id.to_string()))
-                    .push_bind(record.provider.as_str())
-                    .push_bind(record.model.as_str())
-                    .push_bind(record.task_type.as_str())
-                    .push_bind(rows::count(record.tokens.input))
-                    .push_bind(rows::count(record.tokens.output))
-                    .push_bind(rows::count(record.tokens.cached_input))
-                    .push_bind(rows::count(record.tokens.reasoning))
-                    .push_bind(record.cost.map(|cost| cost.nanos()))
-                    .push_bind(record.estimated_cost.map(|cost| cost.nanos()))
-                    .push_bind(record.cost_status.as_str())
-                    .push_bind(rows::count(record.latency_ms))
-                    .push_bind(record.time_to_first_token_ms.map(rows::count))
-                    .push_bind(record.status_code.map(i64::from))
-                    .push_bind(record.success())
-                    .push_bind(record.status.as_str())
-                    .push_bind(record.error_type.as_deref())
-                    .push_bind(record.stream)
-                    .push_bind(record.provider_request_id.as_deref())
-                    .push_bind(record.metadata.to_string());
-            });
-            insert.push(" ON CONFLICT (request_id) DO NOTHING RETURNING request_id");
-            let returned: Vec<String> = insert
-                .build_query_scalar()
-                .fetch_all(&mut *transaction)
-                .await?;
-            for id in returned {
-                inserted_ids.insert(rows::parse_uuid(&id)?);
-            }
-        }
-        let inserted: Vec<&UsageRecord> = unique
-            .iter()
-            .copied()
-            .filter(|record| inserted_ids.contains(&record.request_id))
-            .collect();
-        let now = Utc::now().timestamp_micros();
-        for (key, delta) in rollup::rollup(inserted.iter().copied(), timezone) {
-            sqlx::query(UPSERT_ROLLUP)
-                .bind(key.day.to_string())
-                .bind(key.org_id)
-                .bind(key.provider.as_str())
-                .bind(key.model)
-                .bind(key.task_type.as_str())
-                .bind(delta.requests)
-                .bind(delta.errors)
-                .bind(delta.unpriced_requests)
-                .bind(delta.input_tokens)
-                .bind(delta.output_tokens)
-                .bind(delta.cached_input_tokens)
-                .bind(delta.reasoning_tokens)
-                .bind(delta.cost_nano_usd)
-                .bind(delta.latency_ms_sum)
-                .bind(delta.ttft_ms_sum)
-                .bind(delta.ttft_count)
-                .bind(rows::histogram_json(&delta.latency_histogram))
-                .bind(now)
+            // Usually every record is new and one INSERT is all it takes. When
+            // some were stored before, undo the chunk, find which (nobody else
+            // writes inside BEGIN IMMEDIATE), and insert only the others, so
+            // the rollup below adds exactly the rows inserted.
+            sqlx::query("SAVEPOINT usage_chunk")
                 .execute(&mut *transaction)
                 .await?;
+            if insert_chunk(&mut transaction, chunk).await? == chunk.len() as u64 {
+                sqlx::query("RELEASE usage_chunk")
+                    .execute(&mut *transaction)
+                    .await?;
+                inserted.extend_from_slice(chunk);
+                continue;
+            }
+            sqlx::query("ROLLBACK TO usage_chunk; RELEASE usage_chunk")
+                .execute(&mut *transaction)
+                .await?;
+            let existing = existing_ids(&mut transaction, chunk).await?;
+            let fresh: Vec<&UsageRecord> = chunk
+                .iter()
+                .copied()
+                .filter(|record| !existing.contains(&record.request_id))
+                .collect();
+            if !fresh.is_empty() {
+                let written = insert_chunk(&mut transaction, &fresh).await?;
+                if written != fresh.len() as u64 {
+                    return Err(StoreError::Inconsistent(format!(
+                        "expected to insert {} usage rows, inserted {written}",
+                        fresh.len()
+                    )));
+                }
+            }
+            inserted.extend(fresh);
+        }
+        let deltas = rollup::rollup(inserted.iter().copied(), timezone);
+        if !deltas.is_empty() {
+            let now = Utc::now().timestamp_micros();
+            let mut upsert = QueryBuilder::<Sqlite>::new(rows::INSERT_ROLLUP_PREFIX);
+            upsert.push_values(deltas, |mut row, (key, delta)| {
+                row.push_bind(key.day.to_string())
+                    .push_bind(key.org_id)
+                    .push_bind(key.provider.as_str())
+                    .push_bind(key.model)
+                    .push_bind(key.task_type.as_str())
+                    .push_bind(delta.requests)
+                    .push_bind(delta.errors)
+                    .push_bind(delta.unpriced_requests)
+                    .push_bind(delta.input_tokens)
+                    .push_bind(delta.output_tokens)
+                    .push_bind(delta.cached_input_tokens)
+                    .push_bind(delta.reasoning_tokens)
+                    .push_bind(delta.cost_nano_usd)
+                    .push_bind(delta.latency_ms_sum)
+                    .push_bind(delta.ttft_ms_sum)
+                    .push_bind(delta.ttft_count)
+                    .push_bind(rows::histogram_json(&delta.latency_histogram))
+                    .push_bind(now);
+            });
+            upsert.push(ROLLUP_CONFLICT);
+            upsert.build().execute(&mut *transaction).await?;
         }
         transaction.commit().await?;
         Ok(BatchOutcome {
@@ -205,7 +202,7 @@ impl SqliteStore {
                 .push(" AND (created_at, request_id) < (")
                 .push_bind(cursor.created_at.timestamp_micros())
                 .push(", ")
-                .push_bind(cursor.request_id.to_string())
+                .push_bind(cursor.request_id)
                 .push(")");
         }
         query
@@ -265,13 +262,72 @@ fn push_record_filter(query: &mut QueryBuilder<Sqlite>, filter: &RecordFilter) {
     }
 }
 
-/// Adds a delta to a rollup row. The histogram is a JSON array added
+type Transaction = sqlx::Transaction<'static, Sqlite>;
+
+/// Inserts rows, skipping ids already stored; returns how many it inserted.
+async fn insert_chunk(
+    transaction: &mut Transaction,
+    chunk: &[&UsageRecord],
+) -> Result<u64, StoreError> {
+    let mut insert = QueryBuilder::<Sqlite>::new(rows::INSERT_USAGE_PREFIX);
+    insert.push_values(chunk, |mut row, record| {
+        row.push_bind(record.request_id)
+            .push_bind(record.parent_request_id)
+            .push_bind(record.created_at.timestamp_micros())
+            .push_bind(record.org_id.as_str())
+            .push_bind(record.user_id.as_deref())
+            .push_bind(record.api_key_id)
+            .push_bind(record.provider.as_str())
+            .push_bind(record.model.as_str())
+            .push_bind(record.task_type.as_str())
+            .push_bind(rows::count(record.tokens.input))
+            .push_bind(rows::count(record.tokens.output))
+            .push_bind(rows::count(record.tokens.cached_input))
+            .push_bind(rows::count(record.tokens.reasoning))
+            .push_bind(record.cost.map(|cost| cost.nanos()))
+            .push_bind(record.estimated_cost.map(|cost| cost.nanos()))
+            .push_bind(record.cost_status.as_str())
+            .push_bind(rows::count(record.latency_ms))
+            .push_bind(record.time_to_first_token_ms.map(rows::count))
+            .push_bind(record.status_code.map(i64::from))
+            .push_bind(record.success())
+            .push_bind(record.status.as_str())
+            .push_bind(record.error_type.as_deref())
+            .push_bind(record.stream)
+            .push_bind(record.provider_request_id.as_deref())
+            .push_bind(record.metadata.to_string());
+    });
+    insert.push(" ON CONFLICT (request_id) DO NOTHING");
+    Ok(insert
+        .build()
+        .execute(&mut **transaction)
+        .await?
+        .rows_affected())
+}
+
+/// Which of these records' ids are already stored.
+async fn existing_ids(
+    transaction: &mut Transaction,
+    chunk: &[&UsageRecord],
+) -> Result<HashSet<Uuid>, StoreError> {
+    let mut lookup = QueryBuilder::<Sqlite>::new(
+        "SELECT request_id FROM ai_provider_usage WHERE request_id IN (",
+    );
+    let mut ids = lookup.separated(", ");
+    for record in chunk {
+        ids.push_bind(record.request_id);
+    }
+    lookup.push(")");
+    let found: Vec<Uuid> = lookup
+        .build_query_scalar()
+        .fetch_all(&mut **transaction)
+        .await?;
+    Ok(found.into_iter().collect())
+}
+
+/// Adds each delta to its rollup row. The histogram is a JSON array added
 /// element-wise, in key order.
-const UPSERT_ROLLUP: &str = "INSERT INTO ai_model_performance (day, org_id, provider, model, task_type, \
-     requests, errors, unpriced_requests, input_tokens, output_tokens, cached_input_tokens, \
-     reasoning_tokens, cost_nano_usd, latency_ms_sum, ttft_ms_sum, ttft_count, latency_histogram, updated_at) \
-     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
-     ON CONFLICT (day, org_id, provider, model, task_type) DO UPDATE SET \
+const ROLLUP_CONFLICT: &str = " ON CONFLICT (day, org_id, provider, model, task_type) DO UPDATE SET \
      requests = requests + excluded.requests, \
      errors = errors + excluded.errors, \
      unpriced_requests = unpriced_requests + excluded.unpriced_requests, \
@@ -291,10 +347,10 @@ const UPSERT_ROLLUP: &str = "INSERT INTO ai_model_performance (day, org_id, prov
 /// A usage row as SQLite stores it.
 #[derive(sqlx::FromRow)]
 struct SqliteUsageRow {
-    request_id: String,
-    parent_request_id: Option<String>,
+    request_id: Uuid,
+    parent_request_id: Option<Uuid>,
     created_at: i64,
-    api_key_id: Option<String>,
+    api_key_id: Option<Uuid>,
     metadata: String,
     #[sqlx(flatten)]
     common: rows::CommonUsageColumns,
@@ -303,19 +359,11 @@ struct SqliteUsageRow {
 impl SqliteUsageRow {
     fn into_usage_row(self) -> Result<UsageRow, StoreError> {
         Ok(UsageRow {
-            request_id: rows::parse_uuid(&self.request_id)?,
-            parent_request_id: self
-                .parent_request_id
-                .as_deref()
-                .map(rows::parse_uuid)
-                .transpose()?,
+            request_id: self.request_id,
+            parent_request_id: self.parent_request_id,
             created_at: DateTime::<Utc>::from_timestamp_micros(self.created_at)
                 .ok_or_else(|| StoreError::Corrupt(format!("timestamp {}", self.created_at)))?,
-            api_key_id: self
-                .api_key_id
-                .as_deref()
-                .map(rows::parse_uuid)
-                .transpose()?,
+            api_key_id: self.api_key_id,
             metadata: serde_json::from_str(&self.metadata)
                 .map_err(|error| StoreError::Corrupt(format!("metadata: {error}")))?,
             common: self.common,
