@@ -425,3 +425,72 @@ async fn a_full_queue_answers_503_with_retry_after_and_records_nothing_of_that_c
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn records_sharing_a_provider_id_are_kept_apart() {
+    // Ollama numbers its responses from 1 again after every restart.
+    let database = TestDatabase::sqlite();
+    let app = spawn_app(test_config(&database.url, &database.spool_dir(), &[])).await;
+    let mut first = record(&uuid(1), "0");
+    let mut second = record(&uuid(2), "0");
+    first["provider_request_id"] = json!("chatcmpl-1");
+    second["provider_request_id"] = json!("chatcmpl-1");
+    assert_eq!(
+        app.post_usage(&json!({"records": [first, second]}).to_string())
+            .await
+            .status(),
+        202
+    );
+    app.recorder.flush().await.unwrap();
+    assert_eq!(app.all_records().await.len(), 2);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_unpriced_model_is_refused_when_the_policy_says_reject() {
+    let database = TestDatabase::sqlite();
+    let app = spawn_app(test_config(
+        &database.url,
+        &database.spool_dir(),
+        &[("pricing.unpriced", "reject")],
+    ))
+    .await;
+    let unknown = json!({"provider": "openai", "model": "gpt-unknown-9", "task_type": "chat", "input_tokens": 5});
+    let priced =
+        json!({"provider": "openai", "model": "gpt-4o", "task_type": "chat", "input_tokens": 5});
+    let (status, error) = error_of(
+        app.post_usage(&json!({"records": [priced, unknown]}).to_string())
+            .await,
+    )
+    .await;
+    assert_eq!(
+        (status, error["param"].as_str()),
+        (422, Some("records[1].model"))
+    );
+    assert!(
+        error["message"].as_str().unwrap().contains("gpt-unknown-9"),
+        "{error}"
+    );
+    app.recorder.flush().await.unwrap();
+    assert!(app.all_records().await.is_empty());
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_unpriced_model_is_recorded_as_unpriced_by_default() {
+    let database = TestDatabase::sqlite();
+    let app = spawn_app(test_config(&database.url, &database.spool_dir(), &[])).await;
+    let unknown = json!({"provider": "openai", "model": "gpt-unknown-9", "task_type": "chat", "input_tokens": 5});
+    assert_eq!(app.post_usage(&unknown.to_string()).await.status(), 202);
+    app.recorder.flush().await.unwrap();
+    let records = app.all_records().await;
+    assert_eq!(records[0]["cost_status"], "unpriced");
+    assert_eq!(records[0]["cost_usd"], Value::Null, "unpriced is not $0");
+    assert!(
+        records[0]["metadata"]["cost_note"]
+            .as_str()
+            .unwrap()
+            .contains("no price")
+    );
+    app.stop().await;
+}

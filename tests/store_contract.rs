@@ -151,6 +151,17 @@ async fn a_record_inserted_twice_is_stored_and_counted_once(store: Store) {
     assert_eq!(rollups.len(), 1);
     assert_eq!(rollups[0].1.requests, 2);
     assert_eq!(rollups[0].1.cost_nano_usd, 3_000);
+    // A batch mixing stored and new records adds only the new ones.
+    let third = record(at(4, 9), "acme", "gpt-4o", Some(4_000));
+    let mixed = store
+        .insert_usage(&[second, third, first], chrono_tz::UTC)
+        .await
+        .unwrap();
+    assert_eq!((mixed.inserted, mixed.duplicates), (1, 2));
+    let rollups = store.rollups(&RecordFilter::default()).await.unwrap();
+    assert_eq!(rollups[0].1.requests, 3);
+    assert_eq!(rollups[0].1.cost_nano_usd, 7_000);
+    assert_eq!(everything(&store, &RecordFilter::default()).await.len(), 3);
 }
 
 async fn filters_select_exactly_the_matching_records(store: Store) {
