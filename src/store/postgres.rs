@@ -23,6 +23,9 @@ use crate::usage::UsageRecord;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
+const POSTGRES_TABLES: &str = "SELECT tablename::text FROM pg_tables \
+     WHERE schemaname = current_schema() ORDER BY tablename";
+
 /// Rows per INSERT statement (arrays this long are sent as one parameter each).
 const ROWS_PER_STATEMENT: usize = 5_000;
 
@@ -56,35 +59,7 @@ impl PostgresStore {
     }
 
     pub async fn migrate(&self) -> Result<MigrationReport, StoreError> {
-        let tables_before = self.tables().await?;
-        let applied_before = self.applied_versions(&tables_before).await?;
-        MIGRATOR.run(&self.pool).await?;
-        let tables_after = self.tables().await?;
-        Ok(rows::migration_report(
-            &MIGRATOR,
-            &applied_before,
-            &tables_before,
-            tables_after,
-        ))
-    }
-
-    async fn tables(&self) -> Result<Vec<String>, StoreError> {
-        Ok(sqlx::query_scalar(
-            "SELECT tablename::text FROM pg_tables WHERE schemaname = current_schema() ORDER BY tablename",
-        )
-        .fetch_all(&self.pool)
-        .await?)
-    }
-
-    async fn applied_versions(&self, tables: &[String]) -> Result<HashSet<i64>, StoreError> {
-        if !tables.iter().any(|table| table == "_sqlx_migrations") {
-            return Ok(HashSet::new());
-        }
-        let versions: Vec<i64> =
-            sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
-                .fetch_all(&self.pool)
-                .await?;
-        Ok(versions.into_iter().collect())
+        rows::migrate(&self.pool, &MIGRATOR, POSTGRES_TABLES).await
     }
 
     pub async fn ping(&self) -> Result<(), StoreError> {

@@ -247,13 +247,36 @@ fn unsigned(value: i64) -> Result<u64, StoreError> {
     u64::try_from(value).map_err(|_| StoreError::Corrupt(format!("negative count {value}")))
 }
 
-/// Compares the migrator's list and the tables before and after a run.
-pub fn migration_report(
+/// Applies pending migrations and compares the tables and applied versions
+/// before and after. `list_tables` is the backend's catalog query.
+pub async fn migrate<DB>(
+    pool: &sqlx::Pool<DB>,
     migrator: &sqlx::migrate::Migrator,
-    applied_before: &HashSet<i64>,
-    tables_before: &[String],
-    tables_after: Vec<String>,
-) -> MigrationReport {
+    list_tables: &'static str,
+) -> Result<MigrationReport, StoreError>
+where
+    DB: sqlx::Database,
+    DB::Connection: sqlx::migrate::Migrate,
+    for<'c> &'c sqlx::Pool<DB>: sqlx::Executor<'c, Database = DB>,
+    for<'a> DB::Arguments: sqlx::IntoArguments<DB>,
+    (String,): for<'r> sqlx::FromRow<'r, DB::Row>,
+    (i64,): for<'r> sqlx::FromRow<'r, DB::Row>,
+{
+    let tables_before: Vec<String> = sqlx::query_scalar(list_tables).fetch_all(pool).await?;
+    let applied_before: HashSet<i64> = if tables_before
+        .iter()
+        .any(|table| table == "_sqlx_migrations")
+    {
+        sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+            .fetch_all(pool)
+            .await?
+            .into_iter()
+            .collect()
+    } else {
+        HashSet::new()
+    };
+    migrator.run(pool).await?;
+    let tables_after: Vec<String> = sqlx::query_scalar(list_tables).fetch_all(pool).await?;
     let applied = migrator
         .iter()
         .filter(|migration| !applied_before.contains(&migration.version))
@@ -263,9 +286,9 @@ pub fn migration_report(
         .into_iter()
         .filter(|table| !tables_before.contains(table) && table != "_sqlx_migrations")
         .collect();
-    MigrationReport {
+    Ok(MigrationReport {
         applied,
         created_tables,
         already_applied: applied_before.len(),
-    }
+    })
 }

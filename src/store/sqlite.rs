@@ -24,6 +24,8 @@ use crate::usage::UsageRecord;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
+const SQLITE_TABLES: &str = "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name";
+
 /// Rows per INSERT statement: 25 columns × 1,000 stays under SQLite's
 /// 32,766-variable limit.
 const ROWS_PER_STATEMENT: usize = 1_000;
@@ -71,35 +73,7 @@ impl SqliteStore {
     }
 
     pub async fn migrate(&self) -> Result<MigrationReport, StoreError> {
-        let tables_before = self.tables().await?;
-        let applied_before = self.applied_versions(&tables_before).await?;
-        MIGRATOR.run(&self.writer).await?;
-        let tables_after = self.tables().await?;
-        Ok(rows::migration_report(
-            &MIGRATOR,
-            &applied_before,
-            &tables_before,
-            tables_after,
-        ))
-    }
-
-    async fn tables(&self) -> Result<Vec<String>, StoreError> {
-        Ok(sqlx::query_scalar(
-            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name",
-        )
-        .fetch_all(&self.writer)
-        .await?)
-    }
-
-    async fn applied_versions(&self, tables: &[String]) -> Result<HashSet<i64>, StoreError> {
-        if !tables.iter().any(|table| table == "_sqlx_migrations") {
-            return Ok(HashSet::new());
-        }
-        let versions: Vec<i64> =
-            sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
-                .fetch_all(&self.writer)
-                .await?;
-        Ok(versions.into_iter().collect())
+        rows::migrate(&self.writer, &MIGRATOR, SQLITE_TABLES).await
     }
 
     pub async fn ping(&self) -> Result<(), StoreError> {
