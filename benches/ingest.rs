@@ -322,6 +322,7 @@ async fn bench_http(options: &Options, url: &str, folder: &std::path::Path) -> (
 
 #[tokio::main]
 async fn main() {
+    tollgate::providers::install_crypto_provider();
     let options = options();
     let folder = tempfile::TempDir::new().expect("a temporary folder");
     let url = database_url(&options.database, folder.path());

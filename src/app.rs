@@ -43,19 +43,22 @@ pub struct App {
 
 impl App {
     pub async fn build(config: Config) -> Result<App, AppError> {
+        crate::providers::install_crypto_provider();
         let store = Store::connect(&config.database).await?;
         let migrations = store.migrate().await?;
         let pricing = Arc::new(pricing_from_config(&config)?);
+        // Bind before starting the recorder: a second instance on the same
+        // address fails here, before it touches the spool.
+        let address = config.server.listen;
+        let listener = TcpListener::bind(address)
+            .await
+            .map_err(|source| AppError::Bind { address, source })?;
         let (recorder, recorder_task) = Recorder::start(
             store.clone(),
             pricing,
             &config.recorder.spool_dir,
             RecorderSettings::from_config(&config),
         )?;
-        let address = config.server.listen;
-        let listener = TcpListener::bind(address)
-            .await
-            .map_err(|source| AppError::Bind { address, source })?;
         let state = AppState {
             store,
             recorder,

@@ -75,6 +75,7 @@ pub struct Config {
     pub server: ServerConfig,
     pub database: DatabaseConfig,
     pub log: LogConfig,
+    pub gateway: GatewayConfig,
     pub providers: ProvidersConfig,
     pub recorder: RecorderConfig,
     pub ingest: IngestConfig,
@@ -114,6 +115,21 @@ pub enum LogFormat {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct GatewayConfig {
+    pub max_body_bytes: usize,
+    pub max_attempts: usize,
+    pub connect_timeout_ms: u64,
+    pub first_byte_timeout_ms: u64,
+    pub stream_idle_timeout_ms: u64,
+    pub key_cache_seconds: u64,
+    #[serde(default)]
+    pub aliases: BTreeMap<String, String>,
+    #[serde(default)]
+    pub fallbacks: BTreeMap<String, Vec<String>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ProvidersConfig {
     pub openai: ProviderConfig,
     pub openrouter: ProviderConfig,
@@ -125,6 +141,9 @@ pub struct ProvidersConfig {
 pub struct ProviderConfig {
     pub api_key: Option<Secret>,
     pub base_url: String,
+    /// OpenRouter app attribution, sent when the client sends none.
+    pub http_referer: Option<String>,
+    pub app_title: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -222,6 +241,9 @@ impl Config {
         }
         if self.ingest.max_batch_records == 0 {
             return invalid("ingest.max_batch_records: must be at least 1");
+        }
+        if self.gateway.max_attempts == 0 {
+            return invalid("gateway.max_attempts: must be at least 1");
         }
         if self.database.max_connections == 0 {
             return invalid("database.max_connections: must be at least 1");

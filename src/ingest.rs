@@ -269,6 +269,12 @@ fn parse_cost(raw: &RawValue) -> Result<Option<NanoUsd>, String> {
         .strip_prefix('"')
         .and_then(|rest| rest.strip_suffix('"'))
         .unwrap_or(text);
+    let plain = literal
+        .bytes()
+        .all(|byte| byte.is_ascii_digit() || matches!(byte, b'.' | b'-' | b'+' | b'e' | b'E'));
+    if literal.is_empty() || !plain {
+        return Err(format!("`{literal}` is not a decimal USD amount"));
+    }
     let usd = Decimal::from_str(literal)
         .or_else(|_| Decimal::from_scientific(literal))
         .map_err(|_| format!("`{literal}` is not a decimal USD amount"))?;

@@ -5,10 +5,13 @@
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod gateway;
 pub mod http;
 pub mod ingest;
+pub mod keys;
 pub mod money;
 pub mod pricing;
+pub mod providers;
 pub mod query;
 pub mod recorder;
 pub mod rollup;

@@ -57,28 +57,37 @@ pub struct RollupDelta {
 
 impl RollupDelta {
     fn add(&mut self, record: &UsageRecord) {
-        self.requests += 1;
+        // Validation bounds every count (10¹² tokens, $10⁶), so these sums
+        // stay far from i64::MAX; saturating is a guard, never a result.
+        let add = |total: &mut i64, value: i64| *total = total.saturating_add(value);
+        add(&mut self.requests, 1);
         if record.status != RecordStatus::Ok {
-            self.errors += 1;
+            add(&mut self.errors, 1);
         }
         if record.cost_status == CostStatus::Unpriced {
-            self.unpriced_requests += 1;
+            add(&mut self.unpriced_requests, 1);
         }
-        self.input_tokens += clamp(record.tokens.input);
-        self.output_tokens += clamp(record.tokens.output);
-        self.cached_input_tokens += clamp(record.tokens.cached_input);
-        self.reasoning_tokens += clamp(record.tokens.reasoning);
-        self.cost_nano_usd += record.cost.map_or(0, |cost| cost.nanos());
-        self.latency_ms_sum += clamp(record.latency_ms);
+        add(&mut self.input_tokens, clamp(record.tokens.input));
+        add(&mut self.output_tokens, clamp(record.tokens.output));
+        add(
+            &mut self.cached_input_tokens,
+            clamp(record.tokens.cached_input),
+        );
+        add(&mut self.reasoning_tokens, clamp(record.tokens.reasoning));
+        add(
+            &mut self.cost_nano_usd,
+            record.cost.map_or(0, |cost| cost.nanos()),
+        );
+        add(&mut self.latency_ms_sum, clamp(record.latency_ms));
         if let Some(ttft) = record.time_to_first_token_ms {
-            self.ttft_ms_sum += clamp(ttft);
-            self.ttft_count += 1;
+            add(&mut self.ttft_ms_sum, clamp(ttft));
+            add(&mut self.ttft_count, 1);
         }
         if let Some(slot) = self
             .latency_histogram
             .get_mut(latency_bucket(record.latency_ms))
         {
-            *slot += 1;
+            add(slot, 1);
         }
     }
 }
@@ -87,6 +96,27 @@ impl RollupDelta {
 /// only guards the conversion.
 fn clamp(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+/// The rollup days `[first, end)` that cover the instants `[start, end)` in
+/// `timezone`: a partial day at either end is included.
+pub fn day_range(
+    start: Option<chrono::DateTime<chrono::Utc>>,
+    end: Option<chrono::DateTime<chrono::Utc>>,
+    timezone: Tz,
+) -> (Option<NaiveDate>, Option<NaiveDate>) {
+    let first = start.map(|start| start.with_timezone(&timezone).date_naive());
+    let end = end.map(|end| {
+        let local = end.with_timezone(&timezone);
+        let day = local.date_naive();
+        let at_midnight = local.time() == chrono::NaiveTime::MIN;
+        if at_midnight {
+            day
+        } else {
+            day.succ_opt().unwrap_or(day)
+        }
+    });
+    (first, end)
 }
 
 /// Groups records into rollup deltas, days taken in `timezone`. The map is

@@ -4,9 +4,6 @@
 //! Pure data with one constructor per type; parsing from wire strings lives
 //! here so every layer agrees on the spelling.
 
-use std::fmt;
-use std::str::FromStr;
-
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -18,7 +15,7 @@ use crate::money::NanoUsd;
 macro_rules! named_enum {
     ($(#[$meta:meta])* $name:ident, $what:literal { $($variant:ident => $text:literal),+ $(,)? }) => {
         $(#[$meta])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
         pub enum $name {
             $(#[serde(rename = $text)] $variant),+
         }
@@ -33,13 +30,13 @@ macro_rules! named_enum {
             }
         }
 
-        impl FromStr for $name {
-            type Err = UnknownName;
+        impl std::str::FromStr for $name {
+            type Err = $crate::usage::UnknownName;
 
             fn from_str(text: &str) -> Result<Self, Self::Err> {
                 match text {
                     $($text => Ok($name::$variant),)+
-                    _ => Err(UnknownName {
+                    _ => Err($crate::usage::UnknownName {
                         what: $what,
                         given: text.to_owned(),
                         expected: &[$($text),+],
@@ -48,13 +45,14 @@ macro_rules! named_enum {
             }
         }
 
-        impl fmt::Display for $name {
-            fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        impl std::fmt::Display for $name {
+            fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 formatter.write_str(self.as_str())
             }
         }
     };
 }
+pub(crate) use named_enum;
 
 /// A name that is not one of an enum's spellings.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -230,74 +228,9 @@ pub struct InvalidField {
     pub reason: String,
 }
 
-/// The longest model, org, user or error name a record may carry.
-pub const MAX_NAME_LENGTH: usize = 256;
+mod validate;
 
-impl UsageEvent {
-    /// Checks what every producer must respect: subsets within their totals,
-    /// counts that fit the database, names that are present and bounded, and
-    /// a time that is not in the future beyond `max_future_skew`.
-    pub fn validate(
-        &self,
-        now: DateTime<Utc>,
-        max_future_skew: chrono::Duration,
-    ) -> Result<(), InvalidField> {
-        let invalid = |field: &'static str, reason: String| Err(InvalidField { field, reason });
-        let limit = u64::try_from(i64::MAX).unwrap_or(u64::MAX);
-        for (field, value) in [
-            ("input_tokens", self.tokens.input),
-            ("output_tokens", self.tokens.output),
-            ("cached_input_tokens", self.tokens.cached_input),
-            ("reasoning_tokens", self.tokens.reasoning),
-            ("latency_ms", self.latency_ms),
-            (
-                "time_to_first_token_ms",
-                self.time_to_first_token_ms.unwrap_or(0),
-            ),
-        ] {
-            if value > limit {
-                return invalid(field, format!("{value} is too large"));
-            }
-        }
-        if self.tokens.cached_input > self.tokens.input {
-            return invalid(
-                "cached_input_tokens",
-                "cannot exceed input_tokens (cached tokens are part of the input)".to_owned(),
-            );
-        }
-        if self.tokens.reasoning > self.tokens.output {
-            return invalid(
-                "reasoning_tokens",
-                "cannot exceed output_tokens (reasoning tokens are part of the output)".to_owned(),
-            );
-        }
-        for (field, value) in [
-            ("model", Some(&self.model)),
-            ("org_id", Some(&self.org_id)),
-            ("user_id", self.user_id.as_ref()),
-        ] {
-            let Some(value) = value else { continue };
-            if value.trim().is_empty() {
-                return invalid(field, "must not be empty".to_owned());
-            }
-            if value.len() > MAX_NAME_LENGTH {
-                return invalid(field, format!("longer than {MAX_NAME_LENGTH} bytes"));
-            }
-        }
-        if let Some(reported) = self.reported_cost
-            && reported.is_negative()
-        {
-            return invalid("cost_usd", "must not be negative".to_owned());
-        }
-        if self.created_at > now + max_future_skew {
-            return invalid(
-                "created_at",
-                format!("{} is in the future", self.created_at.to_rfc3339()),
-            );
-        }
-        Ok(())
-    }
-}
+pub use validate::{MAX_COST_USD, MAX_NAME_LENGTH, MAX_TOKENS};
 
 /// A fresh, time-ordered request id made by Tollgate.
 pub fn new_request_id() -> Uuid {

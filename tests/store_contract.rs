@@ -53,6 +53,7 @@ contract_tests!(
     the_rollup_equals_the_sum_of_the_raw_records_exactly,
     concurrent_writers_of_the_same_records_count_them_once,
     migrating_twice_is_harmless,
+    rollups_are_selected_by_days_in_the_server_time_zone,
 );
 
 fn at(day: u32, hour: u32) -> DateTime<Utc> {
@@ -147,7 +148,10 @@ async fn a_record_inserted_twice_is_stored_and_counted_once(store: Store) {
     let again = store.insert_usage(&batch, chrono_tz::UTC).await.unwrap();
     assert_eq!((again.inserted, again.duplicates), (0, 3));
     assert_eq!(everything(&store, &RecordFilter::default()).await.len(), 2);
-    let rollups = store.rollups(&RecordFilter::default()).await.unwrap();
+    let rollups = store
+        .rollups(&RecordFilter::default(), chrono_tz::UTC)
+        .await
+        .unwrap();
     assert_eq!(rollups.len(), 1);
     assert_eq!(rollups[0].1.requests, 2);
     assert_eq!(rollups[0].1.cost_nano_usd, 3_000);
@@ -158,7 +162,10 @@ async fn a_record_inserted_twice_is_stored_and_counted_once(store: Store) {
         .await
         .unwrap();
     assert_eq!((mixed.inserted, mixed.duplicates), (1, 2));
-    let rollups = store.rollups(&RecordFilter::default()).await.unwrap();
+    let rollups = store
+        .rollups(&RecordFilter::default(), chrono_tz::UTC)
+        .await
+        .unwrap();
     assert_eq!(rollups[0].1.requests, 3);
     assert_eq!(rollups[0].1.cost_nano_usd, 7_000);
     assert_eq!(everything(&store, &RecordFilter::default()).await.len(), 3);
@@ -309,7 +316,10 @@ async fn the_rollup_equals_the_sum_of_the_raw_records_exactly(store: Store) {
         store.insert_usage(batch, timezone).await.unwrap();
     }
     let raw = everything(&store, &RecordFilter::default()).await;
-    let rollups = store.rollups(&RecordFilter::default()).await.unwrap();
+    let rollups = store
+        .rollups(&RecordFilter::default(), chrono_tz::UTC)
+        .await
+        .unwrap();
     let sum = |field: fn(&tollgate::rollup::RollupDelta) -> i64| -> i64 {
         rollups.iter().map(|(_, delta)| field(delta)).sum()
     };
@@ -407,7 +417,10 @@ async fn concurrent_writers_of_the_same_records_count_them_once(store: Store) {
         inserted += writer.await.unwrap();
     }
     assert_eq!(inserted, 200);
-    let rollups = store.rollups(&RecordFilter::default()).await.unwrap();
+    let rollups = store
+        .rollups(&RecordFilter::default(), chrono_tz::UTC)
+        .await
+        .unwrap();
     assert_eq!(
         rollups.iter().map(|(_, delta)| delta.requests).sum::<i64>(),
         200
@@ -426,4 +439,26 @@ async fn migrating_twice_is_harmless(store: Store) {
     assert!(again.applied.is_empty());
     assert!(again.created_tables.is_empty());
     assert!(again.already_applied >= 1);
+}
+
+async fn rollups_are_selected_by_days_in_the_server_time_zone(store: Store) {
+    let paris = chrono_tz::Europe::Paris;
+    // 23:30 UTC on 28 February is already 1 March in Paris.
+    let late_feb_utc = Utc.with_ymd_and_hms(2026, 2, 28, 23, 30, 0).unwrap();
+    let mid_feb = Utc.with_ymd_and_hms(2026, 2, 28, 12, 0, 0).unwrap();
+    let records = [
+        record(late_feb_utc, "acme", "march-first", Some(1)),
+        record(mid_feb, "acme", "february", Some(1)),
+    ];
+    store.insert_usage(&records, paris).await.unwrap();
+    // 1 March in Paris: [2026-02-28T23:00Z, 2026-03-01T23:00Z).
+    let filter = RecordFilter {
+        start: Some(Utc.with_ymd_and_hms(2026, 2, 28, 23, 0, 0).unwrap()),
+        end: Some(Utc.with_ymd_and_hms(2026, 3, 1, 23, 0, 0).unwrap()),
+        ..RecordFilter::default()
+    };
+    let rollups = store.rollups(&filter, paris).await.unwrap();
+    let models: Vec<&str> = rollups.iter().map(|(key, _)| key.model.as_str()).collect();
+    assert_eq!(models, ["march-first"]);
+    assert_eq!(rollups[0].0.day.to_string(), "2026-03-01");
 }

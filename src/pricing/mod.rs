@@ -192,6 +192,18 @@ impl Pricing {
             None => Err(format!("no price for {provider} model `{model}`")),
         };
         match (reported, estimate) {
+            // A reported $0 against a non-zero price is how streams without
+            // usage were once recorded free; the estimate is kept instead.
+            (Some(reported), Ok(cost))
+                if reported == NanoUsd::ZERO && cost.amount > NanoUsd::ZERO =>
+            {
+                Priced {
+                    cost: Some(cost.amount),
+                    estimated_cost: Some(cost.amount),
+                    status: CostStatus::Estimated,
+                    note: Some("the provider reported $0; the catalog price is used".to_owned()),
+                }
+            }
             (Some(reported), estimate) => Priced {
                 cost: Some(reported),
                 estimated_cost: estimate.ok().map(|cost| cost.amount),

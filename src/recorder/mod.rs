@@ -19,6 +19,7 @@ use uuid::Uuid;
 pub use spool::SpoolError;
 
 use crate::config::{Config, RecorderConfig};
+use crate::money::NanoUsd;
 use crate::pricing::{Pricing, UnpricedPolicy};
 use crate::store::Store;
 use crate::usage::{InvalidField, UsageEvent, UsageRecord};
@@ -130,6 +131,28 @@ impl Recorder {
             metrics::counter!("tollgate_recorder_overloaded_total").increment(1);
             return Err(RecordError::Overloaded { queued });
         }
+        let records = self.admit(events, self.pricing.unpriced_policy())?;
+        let ids = records.iter().map(|record| record.request_id).collect();
+        self.enqueue(records)?;
+        Ok(ids)
+    }
+
+    /// Records a request the gateway has already served: validated and
+    /// priced like any other, but never refused for lack of queue room or
+    /// price (the provider has billed it). Returns its cost.
+    pub fn record_served(&self, event: UsageEvent) -> Result<Option<NanoUsd>, RecordError> {
+        let records = self.admit(vec![event], UnpricedPolicy::Record)?;
+        let cost = records.first().and_then(|record| record.cost);
+        self.enqueue(records)?;
+        Ok(cost)
+    }
+
+    /// Validates and prices events; all or none.
+    fn admit(
+        &self,
+        events: Vec<UsageEvent>,
+        unpriced: UnpricedPolicy,
+    ) -> Result<Vec<UsageRecord>, RecordError> {
         let now = Utc::now();
         let mut records = Vec::with_capacity(events.len());
         for (index, event) in events.into_iter().enumerate() {
@@ -138,7 +161,7 @@ impl Recorder {
                 .map_err(|error| RecordError::Invalid { index, error })?;
             let record = price_event(&self.pricing, event);
             if record.cost_status == crate::usage::CostStatus::Unpriced
-                && self.pricing.unpriced_policy() == UnpricedPolicy::Reject
+                && unpriced == UnpricedPolicy::Reject
             {
                 return Err(RecordError::Unpriced {
                     index,
@@ -152,15 +175,17 @@ impl Recorder {
             }
             records.push(record);
         }
-        let ids = records.iter().map(|record| record.request_id).collect();
+        Ok(records)
+    }
+
+    fn enqueue(&self, records: Vec<UsageRecord>) -> Result<(), RecordError> {
         let count = records.len() as u64;
         self.queued.fetch_add(count, Ordering::Relaxed);
         metrics::gauge!("tollgate_recorder_queued_records").increment(count as f64);
         self.sender.send(Command::Records(records)).map_err(|_| {
             self.queued.fetch_sub(count, Ordering::Relaxed);
             RecordError::Stopped
-        })?;
-        Ok(ids)
+        })
     }
 
     /// Waits until everything queued before this call is written to the

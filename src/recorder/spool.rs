@@ -21,6 +21,10 @@ pub enum SpoolError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error(
+        "spool {0} is in use by another Tollgate process (each instance needs its own spool folder)"
+    )]
+    InUse(PathBuf),
     #[error("spool {path} line {line}: {reason}")]
     Corrupt {
         path: PathBuf,
@@ -30,6 +34,7 @@ pub enum SpoolError {
 }
 
 const SEGMENT_PREFIX: &str = "segment-";
+const CORRUPT_PREFIX: &str = "corrupt-";
 const SEGMENT_SUFFIX: &str = ".ndjson";
 
 #[derive(Debug)]
@@ -41,6 +46,11 @@ pub struct Spool {
     pending: u64,
     /// The open segment that appends go to.
     current: Option<(u64, File)>,
+    /// The next segment number; numbers are never reused, so a segment set
+    /// aside as corrupt is never overwritten.
+    next_number: u64,
+    /// Held for the spool's lifetime: one process per spool folder.
+    _lock: File,
 }
 
 impl Spool {
@@ -50,16 +60,30 @@ impl Spool {
             source,
         };
         fs::create_dir_all(dir).map_err(io_error)?;
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join("LOCK"))
+            .map_err(io_error)?;
+        if lock.try_lock().is_err() {
+            return Err(SpoolError::InUse(dir.to_owned()));
+        }
         let mut segments = Vec::new();
+        let mut highest = 0;
         for entry in fs::read_dir(dir).map_err(io_error)? {
             let name = entry.map_err(io_error)?.file_name();
             let name = name.to_string_lossy();
-            if let Some(number) = name
+            let number = name
                 .strip_prefix(SEGMENT_PREFIX)
+                .or_else(|| name.strip_prefix(CORRUPT_PREFIX))
                 .and_then(|rest| rest.strip_suffix(SEGMENT_SUFFIX))
-                .and_then(|digits| digits.parse::<u64>().ok())
-            {
-                segments.push(number);
+                .and_then(|digits| digits.parse::<u64>().ok());
+            if let Some(number) = number {
+                highest = highest.max(number);
+                if name.starts_with(SEGMENT_PREFIX) {
+                    segments.push(number);
+                }
             }
         }
         segments.sort_unstable();
@@ -68,6 +92,8 @@ impl Spool {
             segments,
             pending: 0,
             current: None,
+            next_number: highest + 1,
+            _lock: lock,
         };
         for number in spool.segments.clone() {
             spool.pending += count_lines(&spool.segment_path(number))?;
@@ -102,7 +128,8 @@ impl Spool {
         let (number, file) = match &mut self.current {
             Some((number, file)) => (*number, file),
             None => {
-                let number = self.segments.last().map_or(1, |last| last + 1);
+                let number = self.next_number;
+                self.next_number += 1;
                 let path = self.segment_path(number);
                 let file = OpenOptions::new()
                     .create(true)
@@ -204,4 +231,30 @@ fn read_segment(path: &Path) -> Result<Vec<UsageRecord>, SpoolError> {
         }
     }
     Ok(records)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_process_at_a_time_uses_a_spool_folder() {
+        let folder = tempfile::TempDir::new().unwrap();
+        let first = Spool::open(folder.path()).unwrap();
+        assert!(matches!(
+            Spool::open(folder.path()),
+            Err(SpoolError::InUse(_))
+        ));
+        drop(first);
+        assert!(Spool::open(folder.path()).is_ok());
+    }
+
+    #[test]
+    fn segment_numbers_are_never_reused_after_a_corrupt_segment() {
+        let folder = tempfile::TempDir::new().unwrap();
+        std::fs::write(folder.path().join("corrupt-000000000007.ndjson"), "x\n").unwrap();
+        let mut spool = Spool::open(folder.path()).unwrap();
+        spool.append(&[]).unwrap();
+        assert!(folder.path().join("segment-000000000008.ndjson").exists());
+    }
 }

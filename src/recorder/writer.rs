@@ -222,11 +222,13 @@ impl Writer {
                         metrics::counter!("tollgate_recorder_duplicate_records_total")
                             .increment(outcome.duplicates as u64);
                     }
-                    Err(error) => {
+                    Err(error) if error.is_transient() => {
                         tracing::warn!(%error, waiting = self.spool.pending(), "the database is still unavailable; records stay in the spool");
                         self.next_retry = Instant::now() + self.settings.retry_interval;
                         return;
                     }
+                    // A refused record must not hold up the ones behind it.
+                    Err(error) => self.write_one_by_one(chunk.to_vec(), &error).await,
                 }
             }
             if let Err(error) = self.spool.remove(number, records.len()) {

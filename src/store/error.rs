@@ -15,6 +15,9 @@ pub enum StoreError {
     Rejected(sqlx::Error),
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The change contradicts what is stored (a user of another org, say).
+    #[error("{0}")]
+    Conflict(String),
     /// The database did something a statement's guarantees rule out.
     #[error("inconsistent write: {0}")]
     Inconsistent(String),
@@ -58,8 +61,10 @@ fn is_transient(error: &sqlx::Error) -> bool {
             let code = database.code().unwrap_or_default();
             // PostgreSQL SQLSTATE classes: 08 connection exception, 57P0x
             // shutdown, 53 insufficient resources, 40001/40P01 serialization
-            // and deadlock. SQLite: 5 SQLITE_BUSY, 6 SQLITE_LOCKED (and their
-            // extended codes, whose low byte is the primary code).
+            // and deadlock. SQLite: 5 BUSY, 6 LOCKED, 8 READONLY, 10 IOERR,
+            // 13 FULL, 14 CANTOPEN (and their extended codes, whose low byte
+            // is the primary code): a full or failing disk may recover, and
+            // the recorder must keep the records until it does.
             code.starts_with("08")
                 || code.starts_with("57P")
                 || code.starts_with("53")
@@ -67,7 +72,7 @@ fn is_transient(error: &sqlx::Error) -> bool {
                 || code == "40P01"
                 || code
                     .parse::<i64>()
-                    .is_ok_and(|number| matches!(number & 0xff, 5 | 6))
+                    .is_ok_and(|number| matches!(number & 0xff, 5 | 6 | 8 | 10 | 13 | 14))
         }
         _ => false,
     }

@@ -7,6 +7,7 @@
 //! SQL is written here as literals and filters are bound, never formatted in.
 
 mod error;
+mod keys;
 mod postgres;
 mod rows;
 mod sqlite;
@@ -16,6 +17,7 @@ use chrono_tz::Tz;
 use uuid::Uuid;
 
 pub use error::StoreError;
+pub use keys::KeyRecord;
 
 use crate::config::DatabaseConfig;
 use crate::rollup::{RollupDelta, RollupKey};
@@ -138,13 +140,14 @@ impl Store {
         dispatch!(self, usage_records(filter, cursor, limit))
     }
 
-    /// Rollup rows whose day, org, provider, model and task type match the
-    /// filter (times are compared by day).
+    /// Rollup rows whose org, provider, model and task type match the filter,
+    /// for the days in `timezone` that the filter's time range touches.
     pub async fn rollups(
         &self,
         filter: &RecordFilter,
+        timezone: Tz,
     ) -> Result<Vec<(RollupKey, RollupDelta)>, StoreError> {
-        dispatch!(self, rollups(filter))
+        dispatch!(self, rollups(filter, timezone))
     }
 
     /// Closes every connection; in-flight queries finish first.
@@ -153,18 +156,36 @@ impl Store {
     }
 }
 
-/// A database URL fit for messages and logs: the password is replaced.
+/// A database URL fit for messages and logs: any password, in the user
+/// part or as a `password=` parameter, is replaced by `***`.
 pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
     };
-    let Some((credentials, host)) = rest.split_once('@') else {
-        return url.to_owned();
+    let mut redacted = match base.split_once("://") {
+        // The last `@` ends the user part: a password may contain `@`.
+        Some((scheme, rest)) => match rest.rsplit_once('@') {
+            Some((credentials, host)) => match credentials.split_once(':') {
+                Some((user, _password)) => format!("{scheme}://{user}:***@{host}"),
+                None => base.to_owned(),
+            },
+            None => base.to_owned(),
+        },
+        None => base.to_owned(),
     };
-    match credentials.split_once(':') {
-        Some((user, _password)) => format!("{scheme}://{user}:***@{host}"),
-        None => url.to_owned(),
+    if let Some(query) = query {
+        let parameters: Vec<String> = query
+            .split('&')
+            .map(|parameter| match parameter.split_once('=') {
+                Some((name, _)) if name.eq_ignore_ascii_case("password") => format!("{name}=***"),
+                _ => parameter.to_owned(),
+            })
+            .collect();
+        redacted.push('?');
+        redacted.push_str(&parameters.join("&"));
     }
+    redacted
 }
 
 #[cfg(test)]
@@ -179,5 +200,13 @@ mod tests {
         );
         assert_eq!(redact_url("postgres://app@db/x"), "postgres://app@db/x");
         assert_eq!(redact_url("sqlite://tollgate.db"), "sqlite://tollgate.db");
+        assert_eq!(
+            redact_url("postgres://app:p@ss@db/x?sslmode=require&password=hunter2"),
+            "postgres://app:***@db/x?sslmode=require&password=***"
+        );
+        assert_eq!(
+            redact_url("postgresql:///x?host=/run&password=hunter2"),
+            "postgresql:///x?host=/run&password=***"
+        );
     }
 }

@@ -31,7 +31,7 @@ const ROWS_PER_STATEMENT: usize = 5_000;
 
 #[derive(Debug, Clone)]
 pub struct PostgresStore {
-    pool: PgPool,
+    pub(super) pool: PgPool,
 }
 
 impl PostgresStore {
@@ -189,13 +189,15 @@ impl PostgresStore {
     pub async fn rollups(
         &self,
         filter: &RecordFilter,
+        timezone: Tz,
     ) -> Result<Vec<(RollupKey, RollupDelta)>, StoreError> {
         let mut query = QueryBuilder::<Postgres>::new(rows::SELECT_ROLLUP);
-        if let Some(start) = filter.start {
-            query.push(" AND day >= ").push_bind(start.date_naive());
+        let (first, end) = rollup::day_range(filter.start, filter.end, timezone);
+        if let Some(first) = first {
+            query.push(" AND day >= ").push_bind(first);
         }
-        if let Some(end) = filter.end {
-            query.push(" AND day < ").push_bind(end.date_naive());
+        if let Some(end) = end {
+            query.push(" AND day < ").push_bind(end);
         }
         rows::push_dimension_filter(&mut query, filter);
         query.push(" ORDER BY day, org_id, provider, model, task_type");

@@ -32,8 +32,8 @@ const ROWS_PER_STATEMENT: usize = 1_000;
 
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
-    writer: SqlitePool,
-    reader: SqlitePool,
+    pub(super) writer: SqlitePool,
+    pub(super) reader: SqlitePool,
 }
 
 impl SqliteStore {
@@ -193,17 +193,15 @@ impl SqliteStore {
     pub async fn rollups(
         &self,
         filter: &RecordFilter,
+        timezone: Tz,
     ) -> Result<Vec<(RollupKey, RollupDelta)>, StoreError> {
         let mut query = QueryBuilder::<Sqlite>::new(rows::SELECT_ROLLUP);
-        if let Some(start) = filter.start {
-            query
-                .push(" AND day >= ")
-                .push_bind(start.date_naive().to_string());
+        let (first, end) = rollup::day_range(filter.start, filter.end, timezone);
+        if let Some(first) = first {
+            query.push(" AND day >= ").push_bind(first.to_string());
         }
-        if let Some(end) = filter.end {
-            query
-                .push(" AND day < ")
-                .push_bind(end.date_naive().to_string());
+        if let Some(end) = end {
+            query.push(" AND day < ").push_bind(end.to_string());
         }
         rows::push_dimension_filter(&mut query, filter);
         query.push(" ORDER BY day, org_id, provider, model, task_type");

@@ -1,0 +1,74 @@
+//! Token estimates for responses that report no usage (local servers,
+//! broken or cancelled streams): OpenAI's o200k BPE, compiled into the
+//! binary, over the prompt's text and the output text seen.
+
+use serde_json::Value;
+
+/// Tokens in `text` by the o200k vocabulary (GPT-4o and later).
+pub fn count_tokens(text: &str) -> u64 {
+    if text.is_empty() {
+        return 0;
+    }
+    let encoder = tiktoken_rs::o200k_base_singleton();
+    encoder.encode_with_special_tokens(text).len() as u64
+}
+
+/// The text a request sends as input: message contents, `prompt` or `input`
+/// (strings, arrays of strings, or content parts with `text`).
+pub fn prompt_text(body: &[u8]) -> String {
+    let Ok(value) = serde_json::from_slice::<Value>(body) else {
+        return String::new();
+    };
+    let mut text = String::new();
+    if let Some(messages) = value.get("messages").and_then(Value::as_array) {
+        for message in messages {
+            if let Some(content) = message.get("content") {
+                collect_text(content, &mut text);
+            }
+        }
+    }
+    for field in ["prompt", "input", "instructions"] {
+        if let Some(content) = value.get(field) {
+            collect_text(content, &mut text);
+        }
+    }
+    text
+}
+
+fn collect_text(value: &Value, text: &mut String) {
+    match value {
+        Value::String(part) => {
+            text.push_str(part);
+            text.push('\n');
+        }
+        Value::Array(parts) => parts.iter().for_each(|part| collect_text(part, text)),
+        Value::Object(part) => {
+            for field in ["text", "content", "input_text"] {
+                if let Some(inner) = part.get(field) {
+                    collect_text(inner, text);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prompts_are_read_from_messages_prompt_and_input() {
+        let chat = br#"{"model":"m","messages":[{"role":"system","content":"Be brief."},{"role":"user","content":[{"type":"text","text":"Hello there"}]}]}"#;
+        assert_eq!(prompt_text(chat), "Be brief.\nHello there\n");
+        assert_eq!(prompt_text(br#"{"prompt":["a","b"]}"#), "a\nb\n");
+        assert_eq!(prompt_text(br#"{"input":"embed me"}"#), "embed me\n");
+    }
+
+    #[test]
+    fn tokens_are_counted_with_the_o200k_vocabulary() {
+        assert_eq!(count_tokens(""), 0);
+        assert_eq!(count_tokens("Hello world"), 2);
+        assert!(count_tokens(&"word ".repeat(100)) >= 100);
+    }
+}

@@ -1,0 +1,9 @@
+//! The proxy use case: key → route → provider → meter → record.
+
+pub mod attempt;
+pub mod body;
+pub mod estimate;
+pub mod meter;
+pub mod routing;
+pub mod sse;
+pub mod stream;
