@@ -8,9 +8,17 @@ use std::sync::{Arc, OnceLock};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
 
+use std::time::Duration;
+
+use tokio_util::task::TaskTracker;
+
+use crate::auth::Authenticator;
 use crate::config::Config;
+use crate::gateway::Gateway;
+use crate::gateway::routing::Routing;
 use crate::http::{self, AppState};
 use crate::pricing::{CatalogError, Pricing, configured_model_price};
+use crate::providers::Providers;
 use crate::recorder::{Recorder, RecorderSettings, RecorderTask, SpoolError};
 use crate::store::{MigrationReport, Store, StoreError};
 
@@ -23,6 +31,8 @@ pub enum AppError {
     Pricing(#[from] CatalogError),
     #[error("cannot open the recorder's spool: {0}")]
     Spool(#[from] SpoolError),
+    #[error(transparent)]
+    Client(#[from] crate::providers::ClientError),
     #[error("cannot listen on {address}: {source}")]
     Bind {
         address: std::net::SocketAddr,
@@ -59,11 +69,28 @@ impl App {
             &config.recorder.spool_dir,
             RecorderSettings::from_config(&config),
         )?;
+        let gateway = Gateway::new(
+            Providers::from_config(&config)?,
+            Routing {
+                aliases: config.gateway.aliases.clone(),
+                fallbacks: config.gateway.fallbacks.clone(),
+                max_attempts: config.gateway.max_attempts,
+            },
+            recorder.clone(),
+            Duration::from_millis(config.gateway.stream_idle_timeout_ms),
+        );
+        let authenticator = Arc::new(Authenticator::new(
+            store.clone(),
+            Duration::from_secs(config.gateway.key_cache_seconds),
+        ));
         let state = AppState {
             store,
             recorder,
             config: Arc::new(config),
             metrics: metrics_handle(),
+            gateway,
+            authenticator,
+            tasks: TaskTracker::new(),
         };
         Ok(App {
             listener,
@@ -106,11 +133,16 @@ impl App {
         } = self;
         let recorder = state.recorder.clone();
         let store = state.store.clone();
+        let tasks = state.tasks.clone();
         let router = http::router(state);
         tracing::info!(address = %listener.local_addr().map_err(AppError::Serve)?, "serving");
         let served = axum::serve(listener, router)
             .with_graceful_shutdown(shutdown)
             .await;
+        // Exchanges whose clients hung up may still be running; they record
+        // their usage before the recorder stops.
+        tasks.close();
+        tasks.wait().await;
         recorder_task.shutdown(&recorder).await;
         store.close().await;
         served.map_err(AppError::Serve)

@@ -7,6 +7,8 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+mod keys;
+
 use crate::app::{App, AppError, pricing_from_config};
 use crate::config::{Config, ConfigError, Sources};
 use crate::pricing::{CatalogError, ModelPrice, PriceSource, Pricing};
@@ -46,6 +48,18 @@ pub enum Command {
         #[command(subcommand)]
         command: PricingCommand,
     },
+    /// Manage gateway keys.
+    Keys {
+        #[command(subcommand)]
+        command: keys::KeysCommand,
+    },
+    /// Serve a simulated OpenAI/OpenRouter upstream, for tests, demos and
+    /// benchmarks.
+    #[command(hide = true)]
+    FakeUpstream {
+        #[arg(long, default_value = "127.0.0.1:9090")]
+        listen: std::net::SocketAddr,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -79,6 +93,8 @@ pub enum CliError {
     Pricing(#[from] CatalogError),
     #[error("no price for model `{0}`; add one under [pricing.models] in your config")]
     UnknownModel(String),
+    #[error("{0}")]
+    Invalid(String),
     #[error("cannot write output: {0}")]
     Output(#[from] std::io::Error),
 }
@@ -118,6 +134,24 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<(), CliError> {
     match cli.command {
         Command::Serve { .. } => serve(config).await,
         Command::Migrate => migrate(config, out).await,
+        Command::Keys { command } => {
+            let store = Store::connect(&config.database).await?;
+            let migrated = store.migrate().await;
+            let result = match migrated {
+                Ok(_) => keys::run(&store, command, out).await,
+                Err(error) => Err(error.into()),
+            };
+            store.close().await;
+            result
+        }
+        Command::FakeUpstream { listen } => {
+            let listener = tokio::net::TcpListener::bind(listen).await?;
+            tracing::info!(%listen, "serving a fake upstream");
+            axum::serve(listener, crate::fake_upstream::router())
+                .with_graceful_shutdown(shutdown_signal())
+                .await?;
+            Ok(())
+        }
         Command::Pricing { command } => {
             let pricing = pricing_from_config(&config)?;
             match command {

@@ -3,8 +3,10 @@
 //! the HTTP surface, then assembly.
 
 pub mod app;
+pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod fake_upstream;
 pub mod gateway;
 pub mod http;
 pub mod ingest;

@@ -199,3 +199,43 @@ fn configured_prices_show_up_in_the_catalog() {
     );
     assert!(listed.contains("llama3.1:70b"), "{listed}");
 }
+
+#[test]
+fn keys_are_created_once_listed_without_their_secret_and_revoked() {
+    let folder = tempfile::TempDir::new().unwrap();
+    let created = tollgate(
+        &[
+            "keys", "create", "--org", "acme", "--user", "alice", "--name", "ci",
+        ],
+        folder.path(),
+    );
+    assert!(created.status.success(), "{}", text(&created.stderr));
+    let secret = text(&created.stdout).trim().to_owned();
+    assert!(secret.starts_with("tg_") && secret.len() == 51, "{secret}");
+    let listed = text(&tollgate(&["keys", "list", "--org", "acme"], folder.path()).stdout);
+    assert!(
+        listed.contains("acme") && listed.contains("alice") && listed.contains("active"),
+        "{listed}"
+    );
+    assert!(!listed.contains(&secret), "the secret is never shown again");
+    let id = listed
+        .lines()
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned();
+    let revoked = tollgate(&["keys", "revoke", &id], folder.path());
+    assert!(revoked.status.success(), "{}", text(&revoked.stderr));
+    assert!(text(&tollgate(&["keys", "list"], folder.path()).stdout).contains("revoked"));
+    assert_one_line_error(
+        &tollgate(&["keys", "revoke", &id], folder.path()),
+        "no active key",
+    );
+    let other_org = tollgate(
+        &["keys", "create", "--org", "globex", "--user", "alice"],
+        folder.path(),
+    );
+    assert_one_line_error(&other_org, "belongs to organization `acme`");
+}

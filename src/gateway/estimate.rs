@@ -32,6 +32,7 @@ pub fn prompt_text(body: &[u8]) -> String {
             collect_text(content, &mut text);
         }
     }
+    text.truncate(text.trim_end().len());
     text
 }
 
@@ -60,9 +61,9 @@ mod tests {
     #[test]
     fn prompts_are_read_from_messages_prompt_and_input() {
         let chat = br#"{"model":"m","messages":[{"role":"system","content":"Be brief."},{"role":"user","content":[{"type":"text","text":"Hello there"}]}]}"#;
-        assert_eq!(prompt_text(chat), "Be brief.\nHello there\n");
-        assert_eq!(prompt_text(br#"{"prompt":["a","b"]}"#), "a\nb\n");
-        assert_eq!(prompt_text(br#"{"input":"embed me"}"#), "embed me\n");
+        assert_eq!(prompt_text(chat), "Be brief.\nHello there");
+        assert_eq!(prompt_text(br#"{"prompt":["a","b"]}"#), "a\nb");
+        assert_eq!(prompt_text(br#"{"input":"embed me"}"#), "embed me");
     }
 
     #[test]

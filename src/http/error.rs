@@ -7,7 +7,15 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use uuid::Uuid;
+
+use crate::auth::AuthError;
+use crate::gateway::GatewayError;
+use crate::gateway::body::BodyError;
 use crate::ingest::IngestError;
+
+/// The usage record of the attempt whose answer the client got.
+pub const REQUEST_ID_HEADER: &str = "x-tollgate-request-id";
 use crate::recorder::RecordError;
 use crate::store::StoreError;
 
@@ -27,6 +35,20 @@ pub enum ApiError {
     PayloadTooLarge(String),
     #[error("{0}")]
     NotFound(String),
+    #[error("{message}")]
+    BadRequest {
+        param: Option<&'static str>,
+        message: String,
+    },
+    #[error("{0}")]
+    ModelNotFound(String),
+    /// A provider could not be reached or its answer broke off.
+    #[error("{message}")]
+    BadGateway {
+        message: String,
+        timeout: bool,
+        request_id: Uuid,
+    },
     #[error("{0}")]
     Unavailable(String),
     /// Temporarily over capacity: 503 with `Retry-After`.
@@ -67,6 +89,26 @@ impl ApiError {
                 "payload_too_large",
             ),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "invalid_request_error", "not_found"),
+            ApiError::BadRequest { .. } => (
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                "invalid_request",
+            ),
+            ApiError::ModelNotFound(_) => (
+                StatusCode::NOT_FOUND,
+                "invalid_request_error",
+                "model_not_found",
+            ),
+            ApiError::BadGateway { timeout: true, .. } => (
+                StatusCode::GATEWAY_TIMEOUT,
+                "server_error",
+                "upstream_timeout",
+            ),
+            ApiError::BadGateway { .. } => (
+                StatusCode::BAD_GATEWAY,
+                "server_error",
+                "upstream_unreachable",
+            ),
             ApiError::Unavailable(_) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "server_error",
@@ -91,6 +133,7 @@ impl IntoResponse for ApiError {
         let (status, kind, code) = self.parts();
         let param = match &self {
             ApiError::Unprocessable { param, .. } => param.clone(),
+            ApiError::BadRequest { param, .. } => param.map(str::to_owned),
             _ => None,
         };
         let body = json!({
@@ -102,6 +145,11 @@ impl IntoResponse for ApiError {
             }
         });
         let mut response = (status, Json(body)).into_response();
+        if let ApiError::BadGateway { request_id, .. } = &self
+            && let Ok(value) = axum::http::HeaderValue::from_str(&request_id.to_string())
+        {
+            response.headers_mut().insert(REQUEST_ID_HEADER, value);
+        }
         if matches!(self, ApiError::Busy(_)) {
             response.headers_mut().insert(
                 axum::http::header::RETRY_AFTER,
@@ -161,5 +209,55 @@ pub fn record_error(error: RecordError, batch: bool) -> ApiError {
         ),
         RecordError::Overloaded { .. } => ApiError::Busy(error.to_string()),
         RecordError::Stopped => ApiError::Unavailable("the server is shutting down".to_owned()),
+    }
+}
+
+impl From<GatewayError> for ApiError {
+    fn from(error: GatewayError) -> Self {
+        match error {
+            GatewayError::Body(error) => {
+                let param = match &error {
+                    BodyError::NotJson(_) => None,
+                    BodyError::MissingModel(field) => Some(*field),
+                    BodyError::WrongType { field, .. } => Some(*field),
+                };
+                ApiError::BadRequest {
+                    param,
+                    message: error.to_string(),
+                }
+            }
+            GatewayError::Route(error) => ApiError::ModelNotFound(error.to_string()),
+            GatewayError::Unreachable { error, request_id } => ApiError::BadGateway {
+                timeout: matches!(error, crate::providers::SendError::Timeout { .. }),
+                message: error.to_string(),
+                request_id,
+            },
+            GatewayError::Broken {
+                message,
+                request_id,
+            } => ApiError::BadGateway {
+                message,
+                timeout: false,
+                request_id,
+            },
+        }
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(error: AuthError) -> Self {
+        match error {
+            AuthError::Missing => ApiError::Unauthorized(
+                "missing API key: send `Authorization: Bearer <tollgate key>`",
+            ),
+            AuthError::Invalid => ApiError::Unauthorized("invalid API key"),
+            AuthError::Revoked => ApiError::Unauthorized("this API key has been revoked"),
+            AuthError::Unavailable(error) => {
+                tracing::warn!(%error, "cannot check an API key");
+                ApiError::Unavailable(
+                    "cannot check the API key right now; try again shortly".to_owned(),
+                )
+            }
+        }
     }
 }

@@ -3,6 +3,7 @@
 
 mod auth;
 mod error;
+mod gateway;
 mod health;
 mod usage;
 
@@ -11,12 +12,15 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::middleware;
-use axum::routing::get;
+use axum::routing::{get, post};
 use metrics_exporter_prometheus::PrometheusHandle;
+use tokio_util::task::TaskTracker;
 
 pub use error::ApiError;
 
+use crate::auth::Authenticator;
 use crate::config::Config;
+use crate::gateway::Gateway;
 use crate::recorder::Recorder;
 use crate::store::Store;
 
@@ -27,25 +31,43 @@ pub struct AppState {
     pub recorder: Recorder,
     pub config: Arc<Config>,
     pub metrics: PrometheusHandle,
+    pub gateway: Gateway,
+    pub authenticator: Arc<Authenticator>,
+    /// Gateway exchanges, which outlive a client that hangs up; shutdown
+    /// waits for them.
+    pub tasks: TaskTracker,
 }
 
-/// Builds the router. Layers run outside-in in the order written below:
-/// the body limit applies to every route, then `/api/v1` routes check the
-/// admin token before their handler runs.
+/// Builds the router. Layers run outside-in in the order written: each
+/// group has its own body limit (413 before a larger body is read whole),
+/// then its authentication, then the handler.
 pub fn router(state: AppState) -> Router {
     let api = Router::new()
-        .route("/usage", axum::routing::post(usage::ingest))
+        .route("/usage", post(usage::ingest))
         .route("/usage/records", get(usage::records))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_admin,
-        ));
+        ))
+        .layer(DefaultBodyLimit::max(state.config.server.max_body_bytes));
+    let openai = Router::new()
+        .route("/chat/completions", post(gateway::chat_completions))
+        .route("/completions", post(gateway::completions))
+        .route("/embeddings", post(gateway::embeddings))
+        .route("/images/generations", post(gateway::image_generations))
+        .route("/responses", post(gateway::responses))
+        .route("/models", get(gateway::models))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            gateway::require_key,
+        ))
+        .layer(DefaultBodyLimit::max(state.config.gateway.max_body_bytes));
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
         .nest("/api/v1", api)
+        .nest("/v1", openai)
         .fallback(health::not_found)
-        .layer(DefaultBodyLimit::max(state.config.server.max_body_bytes))
         .with_state(state)
 }

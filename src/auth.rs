@@ -1,0 +1,93 @@
+//! Who is calling: gateway keys looked up by hash, with a short cache so a
+//! database hiccup never turns valid keys into 401s (a known failure of
+//! other gateways) and a revocation takes effect within the cache's TTL.
+
+use std::collections::HashMap;
+use std::sync::RwLock;
+use std::time::{Duration, Instant};
+
+use crate::keys::{ApiKey, KeyHash, looks_like_key};
+use crate::store::{Store, StoreError};
+
+/// Keys held in the cache at most; past it, the oldest half is dropped.
+const MAX_CACHED_KEYS: usize = 10_000;
+
+/// Why a caller was not let in.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("missing API key: send `Authorization: Bearer <tollgate key>`")]
+    Missing,
+    #[error("invalid API key")]
+    Invalid,
+    #[error("this API key has been revoked")]
+    Revoked,
+    /// The database could not be asked and the key is not cached.
+    #[error("cannot check the API key right now")]
+    Unavailable(StoreError),
+}
+
+#[derive(Debug)]
+pub struct Authenticator {
+    store: Store,
+    ttl: Duration,
+    cache: RwLock<HashMap<KeyHash, (ApiKey, Instant)>>,
+}
+
+impl Authenticator {
+    pub fn new(store: Store, ttl: Duration) -> Self {
+        Authenticator {
+            store,
+            ttl,
+            cache: RwLock::new(HashMap::new()),
+        }
+    }
+
+    /// The live key behind a bearer token.
+    pub async fn gateway_key(&self, token: Option<&str>) -> Result<ApiKey, AuthError> {
+        let token = token
+            .map(str::trim)
+            .filter(|token| !token.is_empty())
+            .ok_or(AuthError::Missing)?;
+        if !looks_like_key(token) {
+            return Err(AuthError::Invalid);
+        }
+        let hash = KeyHash::of(token);
+        let cached = self
+            .cache
+            .read()
+            .ok()
+            .and_then(|cache| cache.get(&hash).cloned());
+        if let Some((key, fetched)) = &cached
+            && fetched.elapsed() < self.ttl
+        {
+            return live(key.clone());
+        }
+        match self.store.key_by_hash(&hash).await {
+            Ok(Some(key)) => {
+                if let Ok(mut cache) = self.cache.write() {
+                    if cache.len() >= MAX_CACHED_KEYS {
+                        let now = Instant::now();
+                        cache.retain(|_, (_, fetched)| now.duration_since(*fetched) < self.ttl / 2);
+                    }
+                    cache.insert(hash, (key.clone(), Instant::now()));
+                }
+                live(key)
+            }
+            Ok(None) => Err(AuthError::Invalid),
+            // A stale cached key beats refusing a valid caller during an outage.
+            Err(error) if error.is_transient() => match cached {
+                Some((key, _)) => live(key),
+                None => Err(AuthError::Unavailable(error)),
+            },
+            Err(error) => Err(AuthError::Unavailable(error)),
+        }
+    }
+}
+
+fn live(key: ApiKey) -> Result<ApiKey, AuthError> {
+    if key.revoked_at.is_some() {
+        Err(AuthError::Revoked)
+    } else {
+        Ok(key)
+    }
+}

@@ -1,0 +1,358 @@
+//! The proxy use case: route the model, try each target in turn, pass the
+//! answer back unchanged, and record one usage record per attempt.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use chrono::Utc;
+use reqwest::header::HeaderMap;
+use uuid::Uuid;
+
+use super::attempt::{Attempt, Attribution, Outcome};
+use super::body::{BodyError, RequestBody};
+use super::estimate;
+use super::meter;
+use super::routing::{RouteError, Routing};
+use super::stream::MeteredStream;
+use crate::money::NanoUsd;
+use crate::providers::{Providers, SendError};
+use crate::recorder::Recorder;
+use crate::usage::{ImageBatch, Provider, RecordStatus, TaskType, new_request_id};
+
+/// The largest error body read from a provider (its status and body are
+/// passed back to the client; a larger body is cut).
+const MAX_ERROR_BODY: usize = 1 << 20;
+
+/// Why the gateway answered itself instead of passing a provider's answer.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error(transparent)]
+    Body(#[from] BodyError),
+    #[error(transparent)]
+    Route(#[from] RouteError),
+    /// No provider answered; carries the last attempt's request id.
+    #[error("{error}")]
+    Unreachable { error: SendError, request_id: Uuid },
+    #[error("the provider's answer broke off: {message}")]
+    Broken { message: String, request_id: Uuid },
+}
+
+/// What the client gets back.
+#[derive(Debug)]
+pub enum Reply {
+    Whole {
+        status: u16,
+        headers: HeaderMap,
+        body: Bytes,
+        request_id: Uuid,
+        cost: Option<NanoUsd>,
+    },
+    Stream {
+        status: u16,
+        headers: HeaderMap,
+        body: Box<MeteredStream>,
+        request_id: Uuid,
+    },
+}
+
+/// A client request as the HTTP layer hands it over.
+#[derive(Debug)]
+pub struct ClientRequest {
+    pub task: TaskType,
+    pub body: Bytes,
+    pub headers: HeaderMap,
+    pub attribution: Attribution,
+}
+
+#[derive(Debug, Clone)]
+pub struct Gateway {
+    providers: Providers,
+    routing: Routing,
+    recorder: Recorder,
+    stream_idle_timeout: Duration,
+}
+
+impl Gateway {
+    pub fn new(
+        providers: Providers,
+        routing: Routing,
+        recorder: Recorder,
+        stream_idle_timeout: Duration,
+    ) -> Self {
+        Gateway {
+            providers,
+            routing,
+            recorder,
+            stream_idle_timeout,
+        }
+    }
+
+    /// Whether a bare model name is one of OpenAI's (priced in the catalog).
+    fn is_openai_model(&self, name: &str) -> bool {
+        self.recorder
+            .pricing()
+            .lookup(Provider::OpenAi, name)
+            .is_some()
+    }
+
+    /// The models this gateway can route to by name: every priced model of
+    /// each provider and every alias.
+    pub fn model_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .recorder
+            .pricing()
+            .models()
+            .iter()
+            .map(|model| format!("{}/{}", model.provider, model.id))
+            .chain(self.routing.aliases.keys().cloned())
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+
+    pub async fn forward(&self, request: ClientRequest) -> Result<Reply, GatewayError> {
+        let parsed = RequestBody::parse(&request.body)?;
+        let plan = self
+            .routing
+            .plan(&parsed.model, |name| self.is_openai_model(name))?;
+        let mut attribution = request.attribution.clone();
+        attribution
+            .metadata
+            .insert("requested_model".to_owned(), parsed.model.clone().into());
+        if let Some(user) = &parsed.user {
+            attribution
+                .metadata
+                .insert("end_user".to_owned(), user.clone().into());
+        }
+        let streaming = parsed.stream;
+        let add_usage = streaming
+            && matches!(request.task, TaskType::Chat | TaskType::Completion)
+            && !parsed.include_usage;
+        let images = (request.task == TaskType::ImageGeneration).then(|| {
+            let (count, size, quality) = parsed.images.clone();
+            ImageBatch {
+                count,
+                size: size.unwrap_or_else(|| "1024x1024".to_owned()),
+                quality: match quality.as_deref() {
+                    Some("hd" | "high") => "hd".to_owned(),
+                    _ => "standard".to_owned(),
+                },
+            }
+        });
+        let mut first_attempt: Option<Uuid> = None;
+        for (index, target) in plan.iter().enumerate() {
+            let last = index + 1 == plan.len();
+            let attempt = Attempt {
+                request_id: new_request_id(),
+                parent_request_id: first_attempt,
+                created_at: Utc::now(),
+                started: Instant::now(),
+                target: target.clone(),
+                task: request.task,
+                stream: streaming,
+                attribution: attribution.clone(),
+                images: images.clone(),
+            };
+            first_attempt.get_or_insert(attempt.request_id);
+            let upstream_body = parsed.rewrite(&target.model, add_usage);
+            let sent = self
+                .providers
+                .post(
+                    target.provider,
+                    path_for(request.task),
+                    upstream_body,
+                    &request.headers,
+                )
+                .await;
+            let response = match sent {
+                Ok(response) => response,
+                Err(error) => {
+                    let error_type = match error {
+                        SendError::Timeout { .. } => "timeout",
+                        SendError::Connect { .. } => "upstream_error",
+                    };
+                    tracing::warn!(%error, target = %target.label(), "upstream attempt failed");
+                    attempt.record(&self.recorder, failed(None, error_type));
+                    if last {
+                        return Err(GatewayError::Unreachable {
+                            error,
+                            request_id: attempt.request_id,
+                        });
+                    }
+                    continue;
+                }
+            };
+            let status = response.status().as_u16();
+            let headers = passed_headers(response.headers());
+            if !response.status().is_success() {
+                let body = read_limited(response, MAX_ERROR_BODY).await;
+                let failure = meter::classify(status, &body);
+                attempt.record(&self.recorder, failed(Some(status), failure.error_type()));
+                if failure.falls_back() && !last {
+                    tracing::info!(status, target = %target.label(), "falling back to the next target");
+                    continue;
+                }
+                return Ok(Reply::Whole {
+                    status,
+                    headers,
+                    body,
+                    request_id: attempt.request_id,
+                    cost: None,
+                });
+            }
+            let is_event_stream = response
+                .headers()
+                .get(reqwest::header::CONTENT_TYPE)
+                .and_then(|value| value.to_str().ok())
+                .is_some_and(|value| value.starts_with("text/event-stream"));
+            if streaming && is_event_stream {
+                let request_id = attempt.request_id;
+                let body = Box::new(MeteredStream::new(
+                    response,
+                    attempt,
+                    self.recorder.clone(),
+                    add_usage,
+                    request.body.clone(),
+                    self.stream_idle_timeout,
+                ));
+                return Ok(Reply::Stream {
+                    status,
+                    headers,
+                    body,
+                    request_id,
+                });
+            }
+            return self
+                .whole_answer(response, attempt, status, headers, &request)
+                .await;
+        }
+        // `plan` is never empty, so the loop always returns.
+        Err(GatewayError::Route(RouteError::Empty(parsed.model)))
+    }
+
+    /// Reads a whole answer, records it, and passes it back.
+    async fn whole_answer(
+        &self,
+        response: reqwest::Response,
+        attempt: Attempt,
+        status: u16,
+        headers: HeaderMap,
+        request: &ClientRequest,
+    ) -> Result<Reply, GatewayError> {
+        let body = match tokio::time::timeout(self.stream_idle_timeout, response.bytes()).await {
+            Ok(Ok(body)) => body,
+            Ok(Err(error)) => {
+                attempt.record(&self.recorder, failed(Some(status), "upstream_error"));
+                return Err(GatewayError::Broken {
+                    message: error.to_string(),
+                    request_id: attempt.request_id,
+                });
+            }
+            Err(_) => {
+                attempt.record(&self.recorder, failed(Some(status), "timeout"));
+                return Err(GatewayError::Broken {
+                    message: "the provider stopped sending".to_owned(),
+                    request_id: attempt.request_id,
+                });
+            }
+        };
+        let usage = meter::usage_from_body(&body);
+        let needs_estimate = usage.is_none() && request.task != TaskType::ImageGeneration;
+        let outcome = Outcome {
+            status_code: Some(status),
+            status: Some(RecordStatus::Ok),
+            error_type: None,
+            prompt_text: needs_estimate.then(|| estimate::prompt_text(&request.body)),
+            output_text: needs_estimate.then(|| output_text(&body)),
+            usage,
+            time_to_first_token_ms: None,
+            provider_request_id: meter::response_id(&body),
+        };
+        let cost = attempt.record(&self.recorder, outcome);
+        Ok(Reply::Whole {
+            status,
+            headers,
+            body,
+            request_id: attempt.request_id,
+            cost,
+        })
+    }
+}
+
+fn failed(status_code: Option<u16>, error_type: &'static str) -> Outcome {
+    Outcome {
+        status_code,
+        status: Some(RecordStatus::Error),
+        error_type: Some(error_type),
+        ..Outcome::default()
+    }
+}
+
+/// The provider path for a task (base URLs end in `/v1`).
+fn path_for(task: TaskType) -> &'static str {
+    match task {
+        TaskType::Chat => "/chat/completions",
+        TaskType::Completion => "/completions",
+        TaskType::Embedding => "/embeddings",
+        TaskType::ImageGeneration => "/images/generations",
+        TaskType::Responses => "/responses",
+    }
+}
+
+/// Response headers passed to the client: all but hop-by-hop ones and those
+/// the server sets itself.
+fn passed_headers(upstream: &HeaderMap) -> HeaderMap {
+    const DROPPED: &[&str] = &[
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "content-length",
+        "date",
+        "server",
+    ];
+    upstream
+        .iter()
+        .filter(|(name, _)| !DROPPED.contains(&name.as_str()))
+        .map(|(name, value)| (name.clone(), value.clone()))
+        .collect()
+}
+
+/// Reads at most `limit` bytes of a body.
+async fn read_limited(mut response: reqwest::Response, limit: usize) -> Bytes {
+    let mut body = Vec::new();
+    while let Ok(Some(chunk)) = response.chunk().await {
+        let room = limit.saturating_sub(body.len());
+        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if body.len() >= limit {
+            break;
+        }
+    }
+    Bytes::from(body)
+}
+
+/// The output text of a whole answer without usage (for an estimate).
+fn output_text(body: &[u8]) -> String {
+    let Ok(value) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return String::new();
+    };
+    let mut text = String::new();
+    if let Some(choices) = value.get("choices").and_then(|choices| choices.as_array()) {
+        for choice in choices {
+            for pointer in ["/message/content", "/text"] {
+                if let Some(part) = choice.pointer(pointer).and_then(|part| part.as_str()) {
+                    text.push_str(part);
+                }
+            }
+        }
+    }
+    if let Some(part) = value.get("output_text").and_then(|part| part.as_str()) {
+        text.push_str(part);
+    }
+    text
+}
