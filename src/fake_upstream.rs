@@ -310,6 +310,8 @@ fn event_stream(events: Vec<String>, behaviour: &str) -> Response {
             tokio::time::sleep(Duration::from_secs(3_600)).await;
             None
         } else if broken {
+            // Let the first events reach the client before the cut.
+            tokio::time::sleep(Duration::from_millis(100)).await;
             Some((
                 Err(std::io::Error::other(
                     "connection reset by the fake upstream",
