@@ -616,8 +616,14 @@ async fn the_models_route_lists_what_can_be_routed() {
 #[tokio::test]
 async fn streamed_completions_and_openrouter_streams_are_metered() {
     let harness = harness(&[]).await;
-    let completion = json!({"model": "gpt-3.5-turbo-instruct", "prompt": "Say hello", "stream": true});
-    let text = harness.post("/v1/completions", completion).await.text().await.unwrap();
+    let completion =
+        json!({"model": "gpt-3.5-turbo-instruct", "prompt": "Say hello", "stream": true});
+    let text = harness
+        .post("/v1/completions", completion)
+        .await
+        .text()
+        .await
+        .unwrap();
     assert!(!text.contains("\"usage\""), "{text}");
     let joined: String = data_lines(&text)
         .iter()
@@ -628,10 +634,21 @@ async fn streamed_completions_and_openrouter_streams_are_metered() {
     // OpenRouter always sends usage (and keep-alive comments, passed through).
     let mut openrouter = chat("openrouter/openai/gpt-4o");
     openrouter["stream"] = json!(true);
-    let text = harness.post("/v1/chat/completions", openrouter).await.text().await.unwrap();
+    let text = harness
+        .post("/v1/chat/completions", openrouter)
+        .await
+        .text()
+        .await
+        .unwrap();
     assert!(text.starts_with(": OPENROUTER PROCESSING"), "{text}");
     let records = harness.records().await;
-    assert_eq!((records[0]["task_type"].as_str(), records[0]["output_tokens"].as_u64()), (Some("completion"), Some(10)));
+    assert_eq!(
+        (
+            records[0]["task_type"].as_str(),
+            records[0]["output_tokens"].as_u64()
+        ),
+        (Some("completion"), Some(10))
+    );
     assert_eq!(records[1]["cost_nano_usd"], 420_000);
     assert_eq!(records[1]["cost_status"], "provider_reported");
     harness.app.stop().await;
@@ -643,12 +660,20 @@ async fn a_stream_cut_by_the_provider_ends_with_an_error_event_and_a_record() {
     let mut body = chat("gpt-4o-mini");
     body["stream"] = json!(true);
     body["fake"] = json!("break_stream");
-    let text = harness.post("/v1/chat/completions", body).await.text().await.unwrap();
+    let text = harness
+        .post("/v1/chat/completions", body)
+        .await
+        .text()
+        .await
+        .unwrap();
     let lines = data_lines(&text);
     let last: Value = serde_json::from_str(lines.last().expect(&text)).unwrap();
     assert_eq!(last["error"]["code"], "upstream_error", "{text}");
     let record = &harness.records().await[0];
-    assert_eq!((record["status"].as_str(), record["error_type"].as_str()), (Some("error"), Some("upstream_error")));
+    assert_eq!(
+        (record["status"].as_str(), record["error_type"].as_str()),
+        (Some("error"), Some("upstream_error"))
+    );
     assert_eq!(record["metadata"]["usage_source"], "estimated");
     harness.app.stop().await;
 }
@@ -670,7 +695,13 @@ async fn a_provider_slower_than_the_first_byte_timeout_is_a_504_and_a_timeout_re
 #[tokio::test]
 async fn an_alias_routes_to_its_model_and_a_revoked_key_is_refused() {
     let harness = harness(&[("gateway.key_cache_seconds", "0")]).await;
-    assert_eq!(harness.post("/v1/chat/completions", chat("fast")).await.status(), 200);
+    assert_eq!(
+        harness
+            .post("/v1/chat/completions", chat("fast"))
+            .await
+            .status(),
+        200
+    );
     assert_eq!(harness.last_received().await.body["model"], "gpt-4o-mini");
     let store = connect_store(&harness._database.url).await;
     let key = store.list_keys(Some("acme")).await.unwrap().remove(0);
