@@ -90,26 +90,24 @@ fn parse_cost(raw: &RawValue) -> Option<NanoUsd> {
 }
 
 #[derive(Deserialize)]
-struct WithUsage<'a> {
+struct Answer<'a> {
+    id: Option<String>,
     #[serde(borrow)]
     usage: Option<WireUsage<'a>>,
 }
 
-/// Usage from a whole (non-streamed) response body, if it has any.
-pub fn usage_from_body(body: &[u8]) -> Option<ReportedUsage> {
-    serde_json::from_slice::<WithUsage<'_>>(body)
-        .ok()?
-        .usage
-        .map(WireUsage::into_usage)
+/// Usage and the provider's response id from a whole (non-streamed)
+/// answer, in one pass over the body.
+pub fn read_answer(body: &[u8]) -> (Option<ReportedUsage>, Option<String>) {
+    match serde_json::from_slice::<Answer<'_>>(body) {
+        Ok(answer) => (answer.usage.map(WireUsage::into_usage), answer.id),
+        Err(_) => (None, None),
+    }
 }
 
-/// Which provider response id to keep (`chatcmpl-…`, `gen-…`, `resp_…`).
-pub fn response_id(body: &[u8]) -> Option<String> {
-    #[derive(Deserialize)]
-    struct WithId {
-        id: Option<String>,
-    }
-    serde_json::from_slice::<WithId>(body).ok()?.id
+/// Usage from a whole (non-streamed) response body, if it has any.
+pub fn usage_from_body(body: &[u8]) -> Option<ReportedUsage> {
+    read_answer(body).0
 }
 
 /// What the stream meter decided about one event.
@@ -340,18 +338,6 @@ pub fn classify(status: u16, body: &[u8]) -> UpstreamFailure {
         401 | 403 => UpstreamFailure::AuthenticationFailed,
         500..=599 => UpstreamFailure::ServerError,
         _ => UpstreamFailure::InvalidRequest,
-    }
-}
-
-/// The task a route serves, for the record.
-pub fn task_for_path(path: &str) -> Option<TaskType> {
-    match path {
-        "/v1/chat/completions" => Some(TaskType::Chat),
-        "/v1/completions" => Some(TaskType::Completion),
-        "/v1/embeddings" => Some(TaskType::Embedding),
-        "/v1/images/generations" => Some(TaskType::ImageGeneration),
-        "/v1/responses" => Some(TaskType::Responses),
-        _ => None,
     }
 }
 

@@ -257,7 +257,7 @@ impl Gateway {
                 });
             }
         };
-        let usage = meter::usage_from_body(&body);
+        let (usage, provider_request_id) = meter::read_answer(&body);
         let needs_estimate = usage.is_none() && request.task != TaskType::ImageGeneration;
         let outcome = Outcome {
             status_code: Some(status),
@@ -267,7 +267,7 @@ impl Gateway {
             output_text: needs_estimate.then(|| output_text(&body)),
             usage,
             time_to_first_token_ms: None,
-            provider_request_id: meter::response_id(&body),
+            provider_request_id,
         };
         let cost = attempt.record(&self.recorder, outcome);
         Ok(Reply::Whole {

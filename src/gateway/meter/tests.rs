@@ -17,7 +17,7 @@ fn chat_usage_keeps_cached_and_reasoning_subsets() {
         }
     );
     assert_eq!(usage.cost, None);
-    assert_eq!(response_id(body).as_deref(), Some("chatcmpl-1"));
+    assert_eq!(read_answer(body).1.as_deref(), Some("chatcmpl-1"));
 }
 
 #[test]
