@@ -5,6 +5,7 @@
 use std::future::Future;
 use std::sync::{Arc, OnceLock};
 
+use axum::serve::ListenerExt;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
 
@@ -136,6 +137,13 @@ impl App {
         let tasks = state.tasks.clone();
         let router = http::router(state);
         tracing::info!(address = %listener.local_addr().map_err(AppError::Serve)?, "serving");
+        // Without TCP_NODELAY, small writes (one SSE event each) wait on
+        // Nagle's algorithm against the client's delayed ACKs: tens of ms.
+        let listener = listener.tap_io(|connection| {
+            if let Err(error) = connection.set_nodelay(true) {
+                tracing::debug!(%error, "cannot set TCP_NODELAY");
+            }
+        });
         let served = axum::serve(listener, router)
             .with_graceful_shutdown(shutdown)
             .await;
