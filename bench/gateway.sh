@@ -25,7 +25,7 @@ litellm_version="1.108.7"
 
 cargo build --release --quiet
 bench=$(cargo build --release --quiet --bench gateway --message-format=json-render-diagnostics \
-    | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -1)
+    | sed -n 's/.*"executable":"\([^"]*\/deps\/gateway-[^"]*\)".*/\1/p' | tail -1)
 [ -x "$bench" ] || { echo "cannot find the gateway bench binary" >&2; exit 1; }
 bin="$PWD/target/release/tollgate"
 
