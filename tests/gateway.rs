@@ -11,14 +11,11 @@ mod common;
 
 use std::time::Duration;
 
-use chrono::Utc;
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 use tollgate::fake_upstream::{self, ReceivedLog};
-use tollgate::keys::{self, ApiKey, Role};
-use tollgate::store::KeyRecord;
 
-use common::{TestApp, TestDatabase, connect_store, spawn_app, test_config};
+use common::{TestApp, TestDatabase, connect_store, create_key, spawn_app, test_config};
 
 struct Harness {
     app: TestApp,
@@ -65,33 +62,6 @@ async fn harness(extra: &[(&str, &str)]) -> Harness {
         received,
         _database: database,
     }
-}
-
-async fn create_key(store: &tollgate::store::Store, org: &str, user: Option<&str>) -> String {
-    store.ensure_org(org).await.unwrap();
-    if let Some(user) = user {
-        store.ensure_user(user, org).await.unwrap();
-    }
-    let new_key = keys::generate().unwrap();
-    let key = ApiKey {
-        id: uuid::Uuid::now_v7(),
-        org_id: org.to_owned(),
-        user_id: user.map(str::to_owned),
-        name: Some("test".to_owned()),
-        role: Role::Member,
-        key_prefix: new_key.key_prefix.clone(),
-        created_at: Utc::now(),
-        last_used_at: None,
-        revoked_at: None,
-    };
-    store
-        .insert_key(KeyRecord {
-            key: &key,
-            hash: &new_key.hash,
-        })
-        .await
-        .unwrap();
-    new_key.secret.expose().to_owned()
 }
 
 impl Harness {

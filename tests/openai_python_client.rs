@@ -16,13 +16,10 @@ mod common;
 use std::path::PathBuf;
 use std::process::Command;
 
-use chrono::Utc;
 use serde_json::Value;
 use tollgate::fake_upstream;
-use tollgate::keys::{self, ApiKey, Role};
-use tollgate::store::KeyRecord;
 
-use common::{TestDatabase, connect_store, spawn_app, test_config};
+use common::{TestDatabase, connect_store, create_key, spawn_app, test_config};
 
 const SETUP_SCRIPT: &str = "scripts/setup-python-tests.sh";
 
@@ -44,31 +41,6 @@ fn venv_python() -> Option<PathBuf> {
         python.display()
     );
     None
-}
-
-async fn create_key(store: &tollgate::store::Store, org: &str, user: &str) -> String {
-    store.ensure_org(org).await.unwrap();
-    store.ensure_user(user, org).await.unwrap();
-    let new_key = keys::generate().unwrap();
-    let key = ApiKey {
-        id: uuid::Uuid::now_v7(),
-        org_id: org.to_owned(),
-        user_id: Some(user.to_owned()),
-        name: Some("python client test".to_owned()),
-        role: Role::Member,
-        key_prefix: new_key.key_prefix.clone(),
-        created_at: Utc::now(),
-        last_used_at: None,
-        revoked_at: None,
-    };
-    store
-        .insert_key(KeyRecord {
-            key: &key,
-            hash: &new_key.hash,
-        })
-        .await
-        .unwrap();
-    new_key.secret.expose().to_owned()
 }
 
 #[tokio::test]
@@ -99,7 +71,7 @@ async fn the_official_openai_python_client_works_through_the_gateway_and_is_reco
         ],
     );
     let store = connect_store(&database.url).await;
-    let key = create_key(&store, "acme", "alice").await;
+    let key = create_key(&store, "acme", Some("alice")).await;
     store.close().await;
     let app = spawn_app(config).await;
 

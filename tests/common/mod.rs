@@ -245,6 +245,35 @@ impl TestApp {
     }
 }
 
+/// Makes a gateway key for `org` (and `user`), creating them if new, and
+/// returns its secret.
+pub async fn create_key(store: &Store, org: &str, user: Option<&str>) -> String {
+    store.ensure_org(org).await.expect("create the org");
+    if let Some(user) = user {
+        store.ensure_user(user, org).await.expect("create the user");
+    }
+    let new_key = tollgate::keys::generate().expect("a random key");
+    let key = tollgate::keys::ApiKey {
+        id: uuid::Uuid::now_v7(),
+        org_id: org.to_owned(),
+        user_id: user.map(str::to_owned),
+        name: Some("test".to_owned()),
+        role: tollgate::keys::Role::Member,
+        key_prefix: new_key.key_prefix.clone(),
+        created_at: chrono::Utc::now(),
+        last_used_at: None,
+        revoked_at: None,
+    };
+    store
+        .insert_key(tollgate::store::KeyRecord {
+            key: &key,
+            hash: &new_key.hash,
+        })
+        .await
+        .expect("store the key");
+    new_key.secret.expose().to_owned()
+}
+
 /// Polls `check` until it holds or `timeout` passes.
 pub async fn eventually<F, Fut>(timeout: Duration, mut check: F) -> bool
 where
