@@ -17,7 +17,7 @@ use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::gateway::Gateway;
 use crate::gateway::routing::Routing;
-use crate::http::{self, AppState};
+use crate::http::{self, AppState, Services};
 use crate::pricing::{CatalogError, Pricing, configured_model_price};
 use crate::providers::Providers;
 use crate::recorder::{Recorder, RecorderSettings, RecorderTask, SpoolError};
@@ -84,7 +84,7 @@ impl App {
             store.clone(),
             Duration::from_secs(config.gateway.key_cache_seconds),
         ));
-        let state = AppState {
+        let state = AppState::new(Services {
             store,
             recorder,
             config: Arc::new(config),
@@ -92,7 +92,7 @@ impl App {
             gateway,
             authenticator,
             tasks: TaskTracker::new(),
-        };
+        });
         Ok(App {
             listener,
             state,

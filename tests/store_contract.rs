@@ -54,6 +54,7 @@ contract_tests!(
     concurrent_writers_of_the_same_records_count_them_once,
     migrating_twice_is_harmless,
     rollups_are_selected_by_days_in_the_server_time_zone,
+    batches_of_awkward_sizes_are_stored_and_rolled_up_whole,
 );
 
 fn at(day: u32, hour: u32) -> DateTime<Utc> {
@@ -169,6 +170,36 @@ async fn a_record_inserted_twice_is_stored_and_counted_once(store: Store) {
     assert_eq!(rollups[0].1.requests, 3);
     assert_eq!(rollups[0].1.cost_nano_usd, 7_000);
     assert_eq!(everything(&store, &RecordFilter::default()).await.len(), 3);
+}
+
+/// SQLite sends multi-row statements in a few fixed row counts (so its
+/// statement cache stays small); sizes that are not one of them, across the
+/// 1,000-row chunk limit and with duplicates inside, must still store and
+/// roll up every record exactly once.
+async fn batches_of_awkward_sizes_are_stored_and_rolled_up_whole(store: Store) {
+    let mut stored = 0;
+    for size in [1usize, 3, 999, 1_537] {
+        // 37 models, so the rollup upsert also has an awkward row count.
+        let mut batch: Vec<UsageRecord> = (0..size)
+            .map(|index| record(at(6, 10), "acme", &format!("model-{}", index % 37), Some(1)))
+            .collect();
+        if size > 3 {
+            batch.push(batch[2].clone());
+            batch.push(batch[size - 1].clone());
+        }
+        let outcome = store.insert_usage(&batch, chrono_tz::UTC).await.unwrap();
+        assert_eq!(outcome.inserted, size, "batch of {size}");
+        assert_eq!(outcome.duplicates, batch.len() - size, "batch of {size}");
+        stored += size;
+    }
+    let filter = RecordFilter::default();
+    assert_eq!(everything(&store, &filter).await.len(), stored);
+    let rollups = store.rollups(&filter, chrono_tz::UTC).await.unwrap();
+    assert_eq!(rollups.len(), 37);
+    let requests: i64 = rollups.iter().map(|(_, delta)| delta.requests).sum();
+    let cost: i64 = rollups.iter().map(|(_, delta)| delta.cost_nano_usd).sum();
+    assert_eq!(requests, stored as i64);
+    assert_eq!(cost, stored as i64);
 }
 
 async fn filters_select_exactly_the_matching_records(store: Store) {

@@ -1,6 +1,7 @@
 //! The proxy use case: route the model, try each target in turn, pass the
 //! answer back unchanged, and record one usage record per attempt.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -66,8 +67,8 @@ pub struct ClientRequest {
 
 #[derive(Debug, Clone)]
 pub struct Gateway {
-    providers: Providers,
-    routing: Routing,
+    providers: Arc<Providers>,
+    routing: Arc<Routing>,
     recorder: Recorder,
     stream_idle_timeout: Duration,
 }
@@ -80,8 +81,8 @@ impl Gateway {
         stream_idle_timeout: Duration,
     ) -> Self {
         Gateway {
-            providers,
-            routing,
+            providers: Arc::new(providers),
+            routing: Arc::new(routing),
             recorder,
             stream_idle_timeout,
         }

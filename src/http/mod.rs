@@ -24,9 +24,28 @@ use crate::gateway::Gateway;
 use crate::recorder::Recorder;
 use crate::store::Store;
 
-/// What every handler can reach.
+/// What every handler can reach: a handle, cloned per request by axum, so
+/// one reference count rather than a copy of every service.
 #[derive(Debug, Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Services>);
+
+impl AppState {
+    pub fn new(services: Services) -> Self {
+        AppState(Arc::new(services))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Services;
+
+    fn deref(&self) -> &Services {
+        &self.0
+    }
+}
+
+/// The services behind [`AppState`].
+#[derive(Debug)]
+pub struct Services {
     pub store: Store,
     pub recorder: Recorder,
     pub config: Arc<Config>,
