@@ -7,15 +7,12 @@
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
-use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
-use rust_decimal::Decimal;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use uuid::Uuid;
 
-use crate::money::NanoUsd;
 use crate::usage::{
     ExtraUsage, Provider, RecordStatus, TaskType, TokenCounts, UsageEvent, new_request_id,
 };
@@ -175,7 +172,9 @@ fn parse_record(text: &[u8], prefix: &str, now: DateTime<Utc>) -> Result<UsageEv
     };
     let reported_cost = wire
         .cost_usd
-        .map(|raw| parse_cost(raw).map_err(|message| invalid("cost_usd", message)))
+        .map(|raw| {
+            crate::money::parse_usd_json(raw).map_err(|message| invalid("cost_usd", message))
+        })
         .transpose()?
         .flatten();
     let status = record_status(&wire).map_err(|message| invalid("status", message))?;
@@ -257,33 +256,6 @@ fn record_status(wire: &WireRecord<'_>) -> Result<RecordStatus, String> {
         (None, None) if failed_code => Ok(RecordStatus::Error),
         (None, None) => Ok(RecordStatus::Ok),
     }
-}
-
-/// A cost as a JSON string or number, read as exact decimal text.
-fn parse_cost(raw: &RawValue) -> Result<Option<NanoUsd>, String> {
-    let text = raw.get().trim();
-    if text == "null" {
-        return Ok(None);
-    }
-    let literal = text
-        .strip_prefix('"')
-        .and_then(|rest| rest.strip_suffix('"'))
-        .unwrap_or(text);
-    let plain = literal
-        .bytes()
-        .all(|byte| byte.is_ascii_digit() || matches!(byte, b'.' | b'-' | b'+' | b'e' | b'E'));
-    if literal.is_empty() || !plain {
-        return Err(format!("`{literal}` is not a decimal USD amount"));
-    }
-    let usd = Decimal::from_str(literal)
-        .or_else(|_| Decimal::from_scientific(literal))
-        .map_err(|_| format!("`{literal}` is not a decimal USD amount"))?;
-    if usd.is_sign_negative() && !usd.is_zero() {
-        return Err("must not be negative".to_owned());
-    }
-    NanoUsd::from_usd(usd)
-        .map(Some)
-        .map_err(|error| error.to_string())
 }
 
 #[cfg(test)]

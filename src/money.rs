@@ -93,6 +93,34 @@ pub fn checked_sum<I: IntoIterator<Item = NanoUsd>>(amounts: I) -> Option<NanoUs
         .try_fold(NanoUsd::ZERO, NanoUsd::checked_add)
 }
 
+/// A USD amount given as a JSON string or number, read as exact decimal
+/// text (never through a float); `null` is `None`; negative is an error.
+pub fn parse_usd_json(raw: &serde_json::value::RawValue) -> Result<Option<NanoUsd>, String> {
+    let text = raw.get().trim();
+    if text == "null" {
+        return Ok(None);
+    }
+    let literal = text
+        .strip_prefix('"')
+        .and_then(|rest| rest.strip_suffix('"'))
+        .unwrap_or(text);
+    let plain = literal
+        .bytes()
+        .all(|byte| byte.is_ascii_digit() || matches!(byte, b'.' | b'-' | b'+' | b'e' | b'E'));
+    if literal.is_empty() || !plain {
+        return Err(format!("`{literal}` is not a decimal USD amount"));
+    }
+    let usd = Decimal::from_str(literal)
+        .or_else(|_| Decimal::from_scientific(literal))
+        .map_err(|_| format!("`{literal}` is not a decimal USD amount"))?;
+    if usd.is_sign_negative() && !usd.is_zero() {
+        return Err("must not be negative".to_owned());
+    }
+    NanoUsd::from_usd(usd)
+        .map(Some)
+        .map_err(|error| error.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

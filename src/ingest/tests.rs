@@ -1,6 +1,7 @@
 use chrono::TimeZone;
 
 use super::*;
+use crate::money::NanoUsd;
 
 fn now() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 11, 28, 12, 0, 0).unwrap()

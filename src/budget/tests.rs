@@ -1,0 +1,156 @@
+//! Period arithmetic and rollover, hand-computed.
+
+use chrono::{DateTime, NaiveDate, Utc};
+use chrono_tz::Tz;
+
+use super::period::{Period, period_containing, previous, rollover};
+use super::{BudgetType, RolloverPolicy};
+use crate::money::NanoUsd;
+
+fn utc(text: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(text)
+        .map(|time| time.with_timezone(&Utc))
+        .unwrap_or_else(|error| panic!("{text}: {error}"))
+}
+
+fn date(text: &str) -> NaiveDate {
+    text.parse()
+        .unwrap_or_else(|error| panic!("{text}: {error}"))
+}
+
+fn zone(name: &str) -> Tz {
+    name.parse()
+        .unwrap_or_else(|error| panic!("{name}: {error}"))
+}
+
+/// type, anchor, time zone, instant, expected start, expected end.
+const PERIOD_CASES: &str = "
+    daily   2026-01-01 UTC              2026-11-28T12:00:00Z        2026-11-28T00:00:00Z 2026-11-29T00:00:00Z
+    daily   2026-01-01 UTC              2026-11-28T00:00:00Z        2026-11-28T00:00:00Z 2026-11-29T00:00:00Z
+    daily   2026-01-01 UTC              2026-11-28T23:59:59.999999Z 2026-11-28T00:00:00Z 2026-11-29T00:00:00Z
+    # 22:00 on the 27th in New York (UTC-5).
+    daily   2026-01-01 America/New_York 2026-11-28T03:00:00Z        2026-11-27T05:00:00Z 2026-11-28T05:00:00Z
+    # Spring forward: 8 March 2026 lasts 23 hours in New York; fall back: 1 November lasts 25.
+    daily   2026-01-01 America/New_York 2026-03-08T12:00:00Z        2026-03-08T05:00:00Z 2026-03-09T04:00:00Z
+    daily   2026-01-01 America/New_York 2026-11-01T12:00:00Z        2026-11-01T04:00:00Z 2026-11-02T05:00:00Z
+    # Half-hour offset.
+    daily   2026-01-01 Asia/Kolkata     2026-11-28T20:00:00Z        2026-11-28T18:30:00Z 2026-11-29T18:30:00Z
+    # Chile moves its clocks at midnight: 6 September 2026 has no 00:00; the day starts at 01:00 (-03).
+    daily   2026-01-01 America/Santiago 2026-09-06T12:00:00Z        2026-09-06T04:00:00Z 2026-09-07T03:00:00Z
+    # Weekly, anchored on a Wednesday; 28 November 2026 is a Saturday.
+    weekly  2026-11-04 UTC              2026-11-28T12:00:00Z        2026-11-25T00:00:00Z 2026-12-02T00:00:00Z
+    weekly  2026-11-04 UTC              2026-11-25T00:00:00Z        2026-11-25T00:00:00Z 2026-12-02T00:00:00Z
+    # An anchor in the future sets the phase just the same; across a year end.
+    weekly  2027-06-30 UTC              2026-11-28T12:00:00Z        2026-11-25T00:00:00Z 2026-12-02T00:00:00Z
+    weekly  2026-11-04 UTC              2027-01-01T00:00:00Z        2026-12-30T00:00:00Z 2027-01-06T00:00:00Z
+    # Monthly on the 1st in Paris (UTC+1 in winter, +2 from 29 March 2026).
+    monthly 2026-01-01 Europe/Paris     2026-12-15T12:00:00Z        2026-11-30T23:00:00Z 2026-12-31T23:00:00Z
+    monthly 2026-01-01 Europe/Paris     2026-11-30T23:30:00Z        2026-11-30T23:00:00Z 2026-12-31T23:00:00Z
+    monthly 2026-01-01 Europe/Paris     2026-03-29T12:00:00Z        2026-02-28T23:00:00Z 2026-03-31T22:00:00Z
+    # Anchored on the 31st: short months reset on their last day.
+    monthly 2026-01-31 UTC              2026-02-15T00:00:00Z        2026-01-31T00:00:00Z 2026-02-28T00:00:00Z
+    monthly 2026-01-31 UTC              2026-03-05T00:00:00Z        2026-02-28T00:00:00Z 2026-03-31T00:00:00Z
+    monthly 2026-01-31 UTC              2026-04-30T00:00:00Z        2026-04-30T00:00:00Z 2026-05-31T00:00:00Z
+    monthly 2026-01-31 UTC              2026-04-29T23:59:59Z        2026-03-31T00:00:00Z 2026-04-30T00:00:00Z
+    # Leap year: 2028 has a 29 February.
+    monthly 2026-01-31 UTC              2028-02-29T10:00:00Z        2028-02-29T00:00:00Z 2028-03-31T00:00:00Z
+    monthly 2026-01-30 UTC              2028-02-29T10:00:00Z        2028-02-29T00:00:00Z 2028-03-30T00:00:00Z
+    # Anchored mid-month, across the year end.
+    monthly 2026-03-15 UTC              2027-01-03T00:00:00Z        2026-12-15T00:00:00Z 2027-01-15T00:00:00Z
+";
+
+#[test]
+fn periods_are_calendar_true_in_the_budget_time_zone() {
+    let mut checked = 0;
+    for line in PERIOD_CASES.lines().map(str::trim) {
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let [kind, anchor, timezone, at, start, end] = fields[..] else {
+            panic!("bad case: {line}");
+        };
+        let kind: BudgetType = kind.parse().unwrap_or_else(|error| panic!("{error}"));
+        let period = period_containing(kind, date(anchor), zone(timezone), utc(at));
+        assert_eq!(
+            period,
+            Period {
+                start: utc(start),
+                end: utc(end)
+            },
+            "{line}"
+        );
+        assert!(period.start <= utc(at) && utc(at) < period.end, "{line}");
+        checked += 1;
+    }
+    assert_eq!(checked, 22);
+}
+
+#[test]
+fn the_previous_period_ends_where_the_current_one_starts() {
+    let anchor = date("2026-01-31");
+    let march = period_containing(
+        BudgetType::Monthly,
+        anchor,
+        chrono_tz::UTC,
+        utc("2026-04-01T00:00:00Z"),
+    );
+    let before = previous(BudgetType::Monthly, anchor, chrono_tz::UTC, march);
+    assert_eq!(before.end, march.start);
+    assert_eq!(before.start, utc("2026-02-28T00:00:00Z"));
+    let new_york = zone("America/New_York");
+    let day = period_containing(
+        BudgetType::Daily,
+        anchor,
+        new_york,
+        utc("2026-03-09T12:00:00Z"),
+    );
+    let before = previous(BudgetType::Daily, anchor, new_york, day);
+    assert_eq!(
+        (before.start, before.end),
+        (utc("2026-03-08T05:00:00Z"), day.start)
+    );
+}
+
+#[test]
+fn consecutive_periods_tile_time_without_gaps() {
+    let timezone = zone("Europe/London");
+    for kind in [BudgetType::Daily, BudgetType::Weekly, BudgetType::Monthly] {
+        let anchor = date("2024-01-31");
+        let mut period = period_containing(kind, anchor, timezone, utc("2024-01-01T00:00:00Z"));
+        for _ in 0..800 {
+            let next = period_containing(kind, anchor, timezone, period.end);
+            assert_eq!(next.start, period.end, "{kind}");
+            assert!(next.end > next.start, "{kind}");
+            period = next;
+        }
+    }
+}
+
+#[test]
+fn rollover_follows_the_policy_and_never_compounds() {
+    use RolloverPolicy::{CarryOverage, CarryUnused, None};
+    let usd = |dollars: i64| NanoUsd::from_nanos(dollars * 1_000_000_000);
+    // (policy, cap, amount, spent in the previous period, rollover)
+    let cases = [
+        (None, Option::None, 100, 30, 0),
+        (None, Option::None, 100, 130, 0),
+        (CarryUnused, Option::None, 100, 30, 70),
+        (CarryUnused, Option::None, 100, 0, 100),
+        (CarryUnused, Option::None, 100, 130, 0),
+        (CarryUnused, Some(50), 100, 30, 50),
+        (CarryUnused, Some(50), 100, 80, 20),
+        (CarryUnused, Some(0), 100, 30, 0),
+        (CarryOverage, Option::None, 100, 130, -30),
+        (CarryOverage, Option::None, 100, 30, 0),
+        (CarryOverage, Option::None, 100, 100, 0),
+        (CarryOverage, Option::None, 100, 350, -250),
+    ];
+    for (policy, cap, amount, spent, expected) in cases {
+        assert_eq!(
+            rollover(policy, cap.map(usd), usd(amount), usd(spent)),
+            usd(expected),
+            "{policy} cap {cap:?}, amount {amount}, spent {spent}"
+        );
+    }
+}
