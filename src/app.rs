@@ -8,12 +8,14 @@ use std::sync::{Arc, OnceLock};
 use axum::serve::ListenerExt;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
+use tokio::sync::oneshot;
 
 use std::time::Duration;
 
 use tokio_util::task::TaskTracker;
 
 use crate::auth::Authenticator;
+use crate::budget::enforcer::{Budgets, EnforcerSettings};
 use crate::config::Config;
 use crate::gateway::Gateway;
 use crate::gateway::routing::Routing;
@@ -64,11 +66,16 @@ impl App {
         let listener = TcpListener::bind(address)
             .await
             .map_err(|source| AppError::Bind { address, source })?;
+        let budgets = Budgets::new(store.clone(), enforcer_settings(&config));
+        if let Err(error) = budgets.refresh().await {
+            tracing::warn!(%error, "cannot read budget definitions; retrying in the background");
+        }
         let (recorder, recorder_task) = Recorder::start(
             store.clone(),
             pricing,
             &config.recorder.spool_dir,
             RecorderSettings::from_config(&config),
+            Some(budgets.clone()),
         )?;
         let gateway = Gateway::new(
             Providers::from_config(&config)?,
@@ -78,7 +85,9 @@ impl App {
                 max_attempts: config.gateway.max_attempts,
             },
             recorder.clone(),
+            budgets.clone(),
             Duration::from_millis(config.gateway.stream_idle_timeout_ms),
+            config.budgets.default_max_output_tokens,
         );
         let authenticator = Arc::new(Authenticator::new(
             store.clone(),
@@ -91,6 +100,7 @@ impl App {
             metrics: metrics_handle(),
             gateway,
             authenticator,
+            budgets,
             tasks: TaskTracker::new(),
         });
         Ok(App {
@@ -135,6 +145,10 @@ impl App {
         let recorder = state.recorder.clone();
         let store = state.store.clone();
         let tasks = state.tasks.clone();
+        let (stop_budgets, budget_loop) = start_budget_sync(
+            state.budgets.clone(),
+            Duration::from_millis(state.config.budgets.sync_interval_ms.max(10)),
+        );
         let router = http::router(state);
         tracing::info!(address = %listener.local_addr().map_err(AppError::Serve)?, "serving");
         // Without TCP_NODELAY, small writes (one SSE event each) wait on
@@ -151,10 +165,50 @@ impl App {
         // their usage before the recorder stops.
         tasks.close();
         tasks.wait().await;
+        let _ = stop_budgets.send(());
+        if let Err(error) = budget_loop.await {
+            tracing::error!(%error, "the budget sync task failed");
+        }
         recorder_task.shutdown(&recorder).await;
         store.close().await;
         served.map_err(AppError::Serve)
     }
+}
+
+/// Budget enforcement settings from the configuration.
+fn enforcer_settings(config: &Config) -> EnforcerSettings {
+    let budgets = &config.budgets;
+    EnforcerSettings {
+        lease_ttl: Duration::from_secs(budgets.lease_ttl_seconds.max(1)),
+        sync_interval: Duration::from_millis(budgets.sync_interval_ms.max(10)),
+        refresh_interval: Duration::from_millis(budgets.refresh_interval_ms),
+        fail_closed: budgets.fail_closed,
+        ..EnforcerSettings::default()
+    }
+}
+
+/// Renews budget claims, re-reads definitions and checks soft thresholds
+/// every `interval` until told to stop.
+fn start_budget_sync(
+    budgets: Budgets,
+    interval: Duration,
+) -> (oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
+    let (stop, mut stopped) = oneshot::channel::<()>();
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "started beside the recorder; run_until_stopped waits for it"
+    )]
+    let handle = tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = &mut stopped => break,
+                _ = ticker.tick() => budgets.sync().await,
+            }
+        }
+    });
+    (stop, handle)
 }
 
 /// The built-in catalog with the configured prices laid over it.

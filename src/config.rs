@@ -23,6 +23,7 @@ pub const ENVIRONMENT: &[(&str, &str)] = &[
     ("TOLLGATE_ADMIN_TOKEN", "server.admin_token"),
     ("TOLLGATE_TIMEZONE", "server.timezone"),
     ("TOLLGATE_LOG", "log.filter"),
+    ("TOLLGATE_BUDGETS_FAIL_CLOSED", "budgets.fail_closed"),
     ("OPENAI_API_KEY", "providers.openai.api_key"),
     ("TOLLGATE_OPENAI_BASE_URL", "providers.openai.base_url"),
     ("OPENROUTER_API_KEY", "providers.openrouter.api_key"),
@@ -80,6 +81,17 @@ pub struct Config {
     pub recorder: RecorderConfig,
     pub ingest: IngestConfig,
     pub pricing: PricingConfig,
+    pub budgets: BudgetsConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetsConfig {
+    pub lease_ttl_seconds: u64,
+    pub sync_interval_ms: u64,
+    pub refresh_interval_ms: u64,
+    pub fail_closed: bool,
+    pub default_max_output_tokens: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -1,7 +1,8 @@
 //! Budgets: what a budget is, how a new one is validated, its periods and
 //! rollover ([`period`]), and what its status is ([`status`]). Enforcement
-//! in the gateway lives in `enforcer` (to come).
+//! in the gateway lives in [`enforcer`].
 
+pub mod enforcer;
 pub mod period;
 pub mod spend;
 pub mod status;
@@ -115,25 +116,25 @@ fn invalid(param: &str, message: impl Into<String>) -> InvalidBudget {
 pub struct BudgetInput<'a> {
     #[serde(default)]
     pub org_id: Option<String>,
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "present")]
     pub provider: Option<&'a RawValue>,
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "present")]
     pub user_id: Option<&'a RawValue>,
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "present")]
     pub api_key_id: Option<&'a RawValue>,
     #[serde(default)]
     pub budget_type: Option<String>,
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "present")]
     pub budget_amount_usd: Option<&'a RawValue>,
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "present")]
     pub soft_limit_percent: Option<&'a RawValue>,
     #[serde(default)]
     pub hard_limit: Option<bool>,
     #[serde(default)]
     pub rollover_policy: Option<String>,
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "present")]
     pub rollover_cap_usd: Option<&'a RawValue>,
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "present")]
     pub reset_date: Option<&'a RawValue>,
     #[serde(default)]
     pub timezone: Option<String>,
@@ -265,6 +266,15 @@ impl BudgetInput<'_> {
         budget.updated_at = now;
         Ok(budget)
     }
+}
+
+/// A field given, even as `null` (serde reads a `null` into `None` unless
+/// told otherwise, and `null` means "clear" here).
+fn present<'de, D>(deserializer: D) -> Result<Option<&'de RawValue>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    <&RawValue as serde::Deserialize>::deserialize(deserializer).map(Some)
 }
 
 /// A JSON string or null.

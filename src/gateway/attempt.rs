@@ -1,6 +1,7 @@
 //! One upstream attempt and the usage record it leaves, whatever its end:
 //! an answer, an upstream error, a timeout, a client that went away.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
@@ -9,6 +10,7 @@ use uuid::Uuid;
 use super::estimate;
 use super::meter::ReportedUsage;
 use super::routing::Target;
+use crate::budget::enforcer::Hold;
 use crate::recorder::Recorder;
 use crate::usage::{ExtraUsage, ImageBatch, RecordStatus, TaskType, TokenCounts, UsageEvent};
 
@@ -35,6 +37,9 @@ pub struct Attempt {
     pub attribution: Attribution,
     /// For image models priced per image.
     pub images: Option<ImageBatch>,
+    /// What the attempt reserved on hard budgets; settled when it is
+    /// recorded.
+    pub hold: Option<Arc<Hold>>,
 }
 
 /// How an attempt ended, for its record.
@@ -57,13 +62,17 @@ impl Attempt {
     /// has already been served.
     pub fn record(&self, recorder: &Recorder, outcome: Outcome) -> Option<crate::money::NanoUsd> {
         let event = self.event(outcome);
-        match recorder.record_served(event) {
+        let cost = match recorder.record_served(event) {
             Ok(cost) => cost,
             Err(error) => {
                 tracing::error!(%error, request_id = %self.request_id, "cannot record a gateway request");
                 None
             }
+        };
+        if let Some(hold) = &self.hold {
+            hold.settle(cost);
         }
+        cost
     }
 
     fn event(&self, outcome: Outcome) -> UsageEvent {

@@ -45,6 +45,9 @@ pub struct RequestBody<'a> {
     pub user: Option<String>,
     /// For image generation: images requested (`n`, default 1), size, quality.
     pub images: (u32, Option<String>, Option<String>),
+    /// The output cap the client set (`max_completion_tokens`, `max_tokens`
+    /// or, for the Responses API, `max_output_tokens`).
+    pub max_output_tokens: Option<u64>,
 }
 
 impl<'a> RequestBody<'a> {
@@ -78,6 +81,9 @@ impl<'a> RequestBody<'a> {
             .and_then(|raw| serde_json::from_str::<u32>(raw).ok())
             .unwrap_or(1);
         let images = (count, text("size"), text("quality"));
+        let max_output_tokens = ["max_completion_tokens", "max_tokens", "max_output_tokens"]
+            .into_iter()
+            .find_map(|name| field(name).and_then(|raw| serde_json::from_str::<u64>(raw).ok()));
         Ok(RequestBody {
             fields,
             model,
@@ -85,6 +91,7 @@ impl<'a> RequestBody<'a> {
             include_usage,
             user,
             images,
+            max_output_tokens,
         })
     }
 

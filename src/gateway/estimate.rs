@@ -4,6 +4,48 @@
 
 use serde_json::Value;
 
+use super::routing::Target;
+use crate::money::NanoUsd;
+use crate::pricing::Pricing;
+use crate::usage::{ExtraUsage, ImageBatch, TaskType, TokenCounts};
+
+/// Tokens added to a prompt's count for the chat format's per-message
+/// framing, which the text alone does not show.
+const PROMPT_FRAMING_TOKENS: u64 = 32;
+
+/// The most a request can cost, for budget reservations: its prompt counted
+/// with the tokenizer at the input price, plus its output cap at the output
+/// price (none for embeddings), plus images by count and size. Zero for a
+/// model with no price (whose records carry no cost either).
+pub fn max_cost(
+    pricing: &Pricing,
+    task: TaskType,
+    target: &Target,
+    body: &[u8],
+    max_output_tokens: u64,
+    images: Option<&ImageBatch>,
+) -> NanoUsd {
+    let input = count_tokens(&prompt_text(body)).saturating_add(PROMPT_FRAMING_TOKENS);
+    let output = match task {
+        TaskType::Embedding => 0,
+        _ => max_output_tokens,
+    };
+    let tokens = TokenCounts {
+        input,
+        output,
+        ..TokenCounts::default()
+    };
+    let extra = ExtraUsage {
+        images: images.cloned(),
+        ..ExtraUsage::default()
+    };
+    let priced = pricing.price(target.provider, &target.model, &tokens, &extra, None);
+    priced
+        .cost
+        .or(priced.estimated_cost)
+        .unwrap_or(NanoUsd::ZERO)
+}
+
 /// Tokens in `text` by the o200k vocabulary (GPT-4o and later).
 pub fn count_tokens(text: &str) -> u64 {
     if text.is_empty() {

@@ -13,8 +13,9 @@ use super::attempt::{Attempt, Attribution, Outcome};
 use super::body::{BodyError, RequestBody};
 use super::estimate;
 use super::meter;
-use super::routing::{RouteError, Routing};
+use super::routing::{RouteError, Routing, Target};
 use super::stream::MeteredStream;
+use crate::budget::enforcer::{BudgetError, Budgets, Charge, Hold};
 use crate::money::NanoUsd;
 use crate::providers::{Providers, SendError};
 use crate::recorder::Recorder;
@@ -36,6 +37,9 @@ pub enum GatewayError {
     Unreachable { error: SendError, request_id: Uuid },
     #[error("the provider's answer broke off: {message}")]
     Broken { message: String, request_id: Uuid },
+    /// A hard budget has no room, or budget state cannot be read.
+    #[error(transparent)]
+    Budget(#[from] BudgetError),
 }
 
 /// What the client gets back.
@@ -70,7 +74,11 @@ pub struct Gateway {
     providers: Arc<Providers>,
     routing: Arc<Routing>,
     recorder: Recorder,
+    budgets: Budgets,
     stream_idle_timeout: Duration,
+    /// The output cap assumed when a request sets none, for budget
+    /// reservations.
+    default_max_output_tokens: u64,
 }
 
 impl Gateway {
@@ -78,14 +86,60 @@ impl Gateway {
         providers: Providers,
         routing: Routing,
         recorder: Recorder,
+        budgets: Budgets,
         stream_idle_timeout: Duration,
+        default_max_output_tokens: u64,
     ) -> Self {
         Gateway {
             providers: Arc::new(providers),
             routing: Arc::new(routing),
             recorder,
+            budgets,
             stream_idle_timeout,
+            default_max_output_tokens,
         }
+    }
+
+    /// Reserves the attempt's maximum cost on the hard budgets covering it;
+    /// the estimate (a tokenizer pass over the prompt) is made only when one
+    /// does. A refusal is final: no attempt, no fallback.
+    async fn reserve(
+        &self,
+        request: &ClientRequest,
+        parsed: &RequestBody<'_>,
+        target: &Target,
+        request_id: Uuid,
+        images: Option<&ImageBatch>,
+    ) -> Result<Option<Arc<Hold>>, BudgetError> {
+        let attribution = &request.attribution;
+        let user_id = attribution.user_id.as_deref();
+        if !self.budgets.covered(
+            &attribution.org_id,
+            target.provider,
+            user_id,
+            attribution.api_key_id,
+        ) {
+            return Ok(None);
+        }
+        let estimate = estimate::max_cost(
+            self.recorder.pricing(),
+            request.task,
+            target,
+            &request.body,
+            parsed
+                .max_output_tokens
+                .unwrap_or(self.default_max_output_tokens),
+            images,
+        );
+        let charge = Charge {
+            request_id,
+            org_id: &attribution.org_id,
+            provider: target.provider,
+            user_id,
+            api_key_id: attribution.api_key_id,
+            estimate,
+        };
+        Ok(self.budgets.reserve(&charge).await?.map(Arc::new))
     }
 
     /// Whether a bare model name is one of OpenAI's (priced in the catalog).
@@ -144,8 +198,12 @@ impl Gateway {
         let mut first_attempt: Option<Uuid> = None;
         for (index, target) in plan.iter().enumerate() {
             let last = index + 1 == plan.len();
+            let request_id = new_request_id();
+            let hold = self
+                .reserve(&request, &parsed, target, request_id, images.as_ref())
+                .await?;
             let attempt = Attempt {
-                request_id: new_request_id(),
+                request_id,
                 parent_request_id: first_attempt,
                 created_at: Utc::now(),
                 started: Instant::now(),
@@ -154,6 +212,7 @@ impl Gateway {
                 stream: streaming,
                 attribution: attribution.clone(),
                 images: images.clone(),
+                hold,
             };
             first_attempt.get_or_insert(attempt.request_id);
             let upstream_body = parsed.rewrite(&target.model, add_usage);

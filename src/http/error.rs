@@ -10,6 +10,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 use crate::auth::AuthError;
+use crate::budget::enforcer::BudgetError;
 use crate::gateway::GatewayError;
 use crate::gateway::body::BodyError;
 use crate::ingest::IngestError;
@@ -51,6 +52,9 @@ pub enum ApiError {
     },
     #[error("{0}")]
     Unavailable(String),
+    /// A hard budget stopped the request: 429 that clients must not retry.
+    #[error("{0}")]
+    BudgetExceeded(String),
     /// Temporarily over capacity: 503 with `Retry-After`.
     #[error("{0}")]
     Busy(String),
@@ -114,6 +118,11 @@ impl ApiError {
                 "server_error",
                 "unavailable",
             ),
+            ApiError::BudgetExceeded(_) => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "insufficient_quota",
+                "budget_exceeded",
+            ),
             ApiError::Busy(_) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "server_error",
@@ -149,6 +158,13 @@ impl IntoResponse for ApiError {
             && let Ok(value) = axum::http::HeaderValue::from_str(&request_id.to_string())
         {
             response.headers_mut().insert(REQUEST_ID_HEADER, value);
+        }
+        if matches!(self, ApiError::BudgetExceeded(_)) {
+            // OpenAI's SDKs retry 429s unless told not to.
+            response.headers_mut().insert(
+                "x-should-retry",
+                axum::http::HeaderValue::from_static("false"),
+            );
         }
         if matches!(self, ApiError::Busy(_)) {
             response.headers_mut().insert(
@@ -240,6 +256,16 @@ impl From<GatewayError> for ApiError {
                 timeout: false,
                 request_id,
             },
+            GatewayError::Budget(error) => error.into(),
+        }
+    }
+}
+
+impl From<BudgetError> for ApiError {
+    fn from(error: BudgetError) -> Self {
+        match error {
+            BudgetError::Exceeded { .. } => ApiError::BudgetExceeded(error.to_string()),
+            BudgetError::Unavailable(_) => ApiError::Unavailable(error.to_string()),
         }
     }
 }

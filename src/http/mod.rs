@@ -2,6 +2,7 @@
 //! codes. Handlers extract, call one function, and map the result.
 
 mod auth;
+mod budgets;
 mod error;
 mod gateway;
 mod health;
@@ -19,6 +20,7 @@ use tokio_util::task::TaskTracker;
 pub use error::ApiError;
 
 use crate::auth::Authenticator;
+use crate::budget::enforcer::Budgets;
 use crate::config::Config;
 use crate::gateway::Gateway;
 use crate::recorder::Recorder;
@@ -52,6 +54,7 @@ pub struct Services {
     pub metrics: PrometheusHandle,
     pub gateway: Gateway,
     pub authenticator: Arc<Authenticator>,
+    pub budgets: Budgets,
     /// Gateway exchanges, which outlive a client that hangs up; shutdown
     /// waits for them.
     pub tasks: TaskTracker,
@@ -64,6 +67,14 @@ pub fn router(state: AppState) -> Router {
     let api = Router::new()
         .route("/usage", post(usage::ingest))
         .route("/usage/records", get(usage::records))
+        .route("/budgets", get(budgets::list).post(budgets::create))
+        .route(
+            "/budgets/{id}",
+            get(budgets::read)
+                .put(budgets::update)
+                .delete(budgets::delete),
+        )
+        .route("/budgets/{id}/status", get(budgets::status))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_admin,

@@ -18,6 +18,7 @@ use uuid::Uuid;
 
 pub use spool::SpoolError;
 
+use crate::budget::enforcer::Budgets;
 use crate::config::{Config, RecorderConfig};
 use crate::money::NanoUsd;
 use crate::pricing::{Pricing, UnpricedPolicy};
@@ -97,6 +98,7 @@ impl Recorder {
         pricing: Arc<Pricing>,
         spool_dir: &std::path::Path,
         settings: RecorderSettings,
+        budgets: Option<Budgets>,
     ) -> Result<(Recorder, RecorderTask), SpoolError> {
         let spool = spool::Spool::open(spool_dir)?;
         let (sender, receiver) = mpsc::unbounded_channel();
@@ -107,6 +109,7 @@ impl Recorder {
             settings.clone(),
             receiver,
             Arc::clone(&queued),
+            budgets,
         );
         // The writer is the recorder's one task; `RecorderTask::shutdown`
         // waits for it, so nothing it holds is lost on a clean stop.

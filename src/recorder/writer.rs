@@ -9,6 +9,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 
 use super::spool::Spool;
 use super::{Command, RecorderSettings};
+use crate::budget::enforcer::Budgets;
 use crate::store::{Store, StoreError};
 use crate::usage::UsageRecord;
 
@@ -23,6 +24,9 @@ pub(super) struct Writer {
     /// say). They stay in memory and are retried; they are never dropped.
     stranded: Vec<UsageRecord>,
     next_retry: Instant,
+    /// Told which records reached the ledger (or were refused for good), so
+    /// that budget reservations waiting on them let go.
+    budgets: Option<Budgets>,
 }
 
 impl Writer {
@@ -32,6 +36,7 @@ impl Writer {
         settings: RecorderSettings,
         receiver: mpsc::UnboundedReceiver<Command>,
         queued: Arc<AtomicU64>,
+        budgets: Option<Budgets>,
     ) -> Self {
         metrics::gauge!("tollgate_recorder_spooled_records").set(spool.pending() as f64);
         if !spool.is_empty() {
@@ -49,6 +54,7 @@ impl Writer {
             buffer: Vec::new(),
             stranded: Vec::new(),
             next_retry: Instant::now(),
+            budgets,
         }
     }
 
@@ -137,6 +143,7 @@ impl Writer {
             {
                 Ok(outcome) => {
                     self.written(count, outcome.inserted, outcome.duplicates);
+                    self.in_ledger(&batch).await;
                     return;
                 }
                 Err(error) if error.is_transient() => {
@@ -186,10 +193,12 @@ impl Writer {
                 Ok(outcome) => {
                     metrics::counter!("tollgate_recorder_written_records_total")
                         .increment(outcome.inserted as u64);
+                    self.in_ledger(std::slice::from_ref(&record)).await;
                 }
                 Err(error) if error.is_transient() => self.spool_batch(vec![record]),
                 Err(error) => {
                     metrics::counter!("tollgate_recorder_refused_records_total").increment(1);
+                    self.in_ledger(std::slice::from_ref(&record)).await;
                     let record = serde_json::to_string(&record).unwrap_or_default();
                     tracing::error!(%error, %record, "the database refused a usage record");
                 }
@@ -221,6 +230,7 @@ impl Writer {
                             .increment(outcome.inserted as u64);
                         metrics::counter!("tollgate_recorder_duplicate_records_total")
                             .increment(outcome.duplicates as u64);
+                        self.in_ledger(chunk).await;
                     }
                     Err(error) if error.is_transient() => {
                         tracing::warn!(%error, waiting = self.spool.pending(), "the database is still unavailable; records stay in the spool");
@@ -242,6 +252,12 @@ impl Writer {
                 waiting = self.spool.pending(),
                 "replayed spooled usage records"
             );
+        }
+    }
+
+    async fn in_ledger(&self, records: &[UsageRecord]) {
+        if let Some(budgets) = &self.budgets {
+            budgets.in_ledger(records).await;
         }
     }
 

@@ -6,6 +6,7 @@
 //! migrations with the same numbers and names, and its own native types.
 //! SQL is written here as literals and filters are bound, never formatted in.
 
+mod budgets;
 mod error;
 mod keys;
 mod postgres;
@@ -16,6 +17,7 @@ use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use uuid::Uuid;
 
+pub use budgets::{LeaseGrant, LeaseRequest};
 pub use error::StoreError;
 pub use keys::KeyRecord;
 

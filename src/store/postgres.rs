@@ -15,8 +15,10 @@ use sqlx::types::Json;
 use sqlx::{Postgres, QueryBuilder};
 use uuid::Uuid;
 
+use super::budgets;
 use super::rows::{self, UsageRow};
 use super::{BatchOutcome, Cursor, MigrationReport, RecordFilter, RecordPage, StoreError};
+use crate::budget;
 use crate::config::DatabaseConfig;
 use crate::rollup::{self, RollupDelta, RollupKey};
 use crate::usage::UsageRecord;
@@ -116,6 +118,8 @@ impl PostgresStore {
             .copied()
             .filter(|record| inserted_ids.contains(&record.request_id))
             .collect();
+        let spend = budget::spend::spend_deltas(inserted.iter().copied());
+        budgets::add_spend_postgres(&mut transaction, &spend).await?;
         let deltas = rollup::rollup(inserted.iter().copied(), timezone);
         if !deltas.is_empty() {
             let now = Utc::now();

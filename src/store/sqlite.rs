@@ -16,8 +16,10 @@ use sqlx::sqlite::{
 use sqlx::{QueryBuilder, Sqlite};
 use uuid::Uuid;
 
+use super::budgets;
 use super::rows::{self, UsageRow};
 use super::{BatchOutcome, Cursor, MigrationReport, RecordFilter, RecordPage, StoreError};
+use crate::budget;
 use crate::config::DatabaseConfig;
 use crate::rollup::{self, RollupDelta, RollupKey};
 use crate::usage::UsageRecord;
@@ -151,6 +153,10 @@ impl SqliteStore {
         let deltas: Vec<_> = rollup::rollup(inserted.iter().copied(), timezone)
             .into_iter()
             .collect();
+        let spend = budget::spend::spend_deltas(inserted.iter().copied());
+        for run in statement_runs(&spend) {
+            budgets::add_spend_sqlite(&mut transaction, run).await?;
+        }
         let now = Utc::now().timestamp_micros();
         for run in statement_runs(&deltas) {
             let mut upsert = QueryBuilder::<Sqlite>::new(rows::INSERT_ROLLUP_PREFIX);
