@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+mod budgets;
 mod keys;
 
 use crate::app::{App, AppError, pricing_from_config};
@@ -52,6 +53,11 @@ pub enum Command {
     Keys {
         #[command(subcommand)]
         command: keys::KeysCommand,
+    },
+    /// Manage budgets.
+    Budgets {
+        #[command(subcommand)]
+        command: budgets::BudgetsCommand,
     },
     /// Serve a simulated OpenAI/OpenRouter upstream, for tests, demos and
     /// benchmarks.
@@ -135,12 +141,14 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<(), CliError> {
         Command::Serve { .. } => serve(config).await,
         Command::Migrate => migrate(config, out).await,
         Command::Keys { command } => {
-            let store = Store::connect(&config.database).await?;
-            let migrated = store.migrate().await;
-            let result = match migrated {
-                Ok(_) => keys::run(&store, command, out).await,
-                Err(error) => Err(error.into()),
-            };
+            let store = open_store(&config).await?;
+            let result = keys::run(&store, command, out).await;
+            store.close().await;
+            result
+        }
+        Command::Budgets { command } => {
+            let store = open_store(&config).await?;
+            let result = budgets::run(&store, command, out).await;
             store.close().await;
             result
         }
@@ -162,6 +170,16 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<(), CliError> {
             }
         }
     }
+}
+
+/// Connects and applies pending migrations (closing again on failure).
+async fn open_store(config: &Config) -> Result<Store, CliError> {
+    let store = Store::connect(&config.database).await?;
+    if let Err(error) = store.migrate().await {
+        store.close().await;
+        return Err(error.into());
+    }
+    Ok(store)
 }
 
 async fn serve(config: Config) -> Result<(), CliError> {

@@ -239,3 +239,121 @@ fn keys_are_created_once_listed_without_their_secret_and_revoked() {
     );
     assert_one_line_error(&other_org, "belongs to organization `acme`");
 }
+
+#[test]
+fn budgets_are_set_listed_changed_shown_and_deleted() {
+    let folder = tempfile::TempDir::new().unwrap();
+    assert!(
+        tollgate(&["keys", "create", "--org", "acme"], folder.path())
+            .status
+            .success()
+    );
+    let created = tollgate(
+        &[
+            "budgets",
+            "set",
+            "--org",
+            "acme",
+            "--type",
+            "monthly",
+            "--amount",
+            "25",
+            "--hard",
+            "--soft",
+            "50,90",
+            "--timezone",
+            "Europe/Paris",
+        ],
+        folder.path(),
+    );
+    assert!(created.status.success(), "{}", text(&created.stderr));
+    let id = text(&created.stdout).trim().to_owned();
+    assert_eq!(id.len(), 36, "{id}");
+    let listed = text(&tollgate(&["budgets", "list"], folder.path()).stdout);
+    assert!(
+        listed.contains(&id)
+            && listed.contains("monthly")
+            && listed.contains("25")
+            && listed.contains("Europe/Paris"),
+        "{listed}"
+    );
+    let changed = tollgate(
+        &[
+            "budgets",
+            "set",
+            "--id",
+            &id,
+            "--amount",
+            "30",
+            "--provider",
+            "openai",
+        ],
+        folder.path(),
+    );
+    assert!(changed.status.success(), "{}", text(&changed.stderr));
+    let listed = text(&tollgate(&["budgets", "list", "--org", "acme"], folder.path()).stdout);
+    assert!(
+        listed.contains("30") && listed.contains("provider=openai"),
+        "{listed}"
+    );
+    let status = tollgate(&["budgets", "status", &id], folder.path());
+    assert!(status.status.success(), "{}", text(&status.stderr));
+    let shown = text(&status.stdout);
+    assert!(
+        shown.contains("limit USD")
+            && shown.contains("30")
+            && shown.contains("state                     ok"),
+        "{shown}"
+    );
+    assert_one_line_error(
+        &tollgate(
+            &[
+                "budgets", "set", "--org", "acme", "--type", "hourly", "--amount", "5",
+            ],
+            folder.path(),
+        ),
+        "--type: unknown budget type `hourly`",
+    );
+    assert_one_line_error(
+        &tollgate(
+            &[
+                "budgets", "set", "--org", "acme", "--type", "daily", "--amount", "-5",
+            ],
+            folder.path(),
+        ),
+        "--amount: must not be negative",
+    );
+    assert_one_line_error(
+        &tollgate(
+            &[
+                "budgets", "set", "--org", "nobody", "--type", "daily", "--amount", "5",
+            ],
+            folder.path(),
+        ),
+        "--org: unknown organization `nobody`",
+    );
+    assert_one_line_error(
+        &tollgate(
+            &[
+                "budgets",
+                "set",
+                "--org",
+                "acme",
+                "--type",
+                "daily",
+                "--amount",
+                "5",
+                "--timezone",
+                "Moon/Base",
+            ],
+            folder.path(),
+        ),
+        "--timezone:",
+    );
+    let deleted = tollgate(&["budgets", "delete", &id], folder.path());
+    assert!(deleted.status.success(), "{}", text(&deleted.stderr));
+    assert_one_line_error(
+        &tollgate(&["budgets", "status", &id], folder.path()),
+        "no budget",
+    );
+}

@@ -277,6 +277,34 @@ where
     <&RawValue as serde::Deserialize>::deserialize(deserializer).map(Some)
 }
 
+/// What only the database can tell about a budget: that its organization
+/// exists and the key it is scoped to belongs to it. `Ok(Some(_))` names
+/// the field at fault.
+pub async fn check_references(
+    store: &crate::store::Store,
+    budget: &Budget,
+) -> Result<Option<InvalidBudget>, crate::store::StoreError> {
+    if !store.org_exists(&budget.org_id).await? {
+        return Ok(Some(invalid(
+            "org_id",
+            format!("unknown organization `{}`", budget.org_id),
+        )));
+    }
+    if let Some(key_id) = budget.scope.api_key_id {
+        match store.key_org(key_id).await? {
+            Some(org) if org == budget.org_id => {}
+            Some(_) => {
+                return Ok(Some(invalid(
+                    "api_key_id",
+                    format!("key {key_id} belongs to another organization"),
+                )));
+            }
+            None => return Ok(Some(invalid("api_key_id", format!("unknown key {key_id}")))),
+        }
+    }
+    Ok(None)
+}
+
 /// A JSON string or null.
 fn nullable_text(raw: &RawValue, param: &str) -> Result<Option<String>, InvalidBudget> {
     serde_json::from_str::<Option<String>>(raw.get())

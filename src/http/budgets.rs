@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use super::{ApiError, AppState};
 use crate::budget::status::BudgetStatus;
-use crate::budget::{Budget, BudgetInput, InvalidBudget};
+use crate::budget::{self, Budget, BudgetInput, InvalidBudget};
 use crate::money::NanoUsd;
 
 /// A budget as the API shows it.
@@ -112,33 +112,11 @@ fn parse_input(body: &Bytes) -> Result<BudgetInput<'_>, ApiError> {
     })
 }
 
-/// Checks what only the database knows: the organization exists, and a
-/// key the budget is scoped to belongs to it.
 async fn check_references(state: &AppState, budget: &Budget) -> Result<(), ApiError> {
-    if !state.store.org_exists(&budget.org_id).await? {
-        return Err(ApiError::invalid(
-            "org_id",
-            format!("unknown organization `{}`", budget.org_id),
-        ));
+    match budget::check_references(&state.store, budget).await? {
+        Some(error) => Err(invalid(error)),
+        None => Ok(()),
     }
-    if let Some(key_id) = budget.scope.api_key_id {
-        match state.store.key_org(key_id).await? {
-            Some(org) if org == budget.org_id => {}
-            Some(_) => {
-                return Err(ApiError::invalid(
-                    "api_key_id",
-                    format!("key {key_id} belongs to another organization"),
-                ));
-            }
-            None => {
-                return Err(ApiError::invalid(
-                    "api_key_id",
-                    format!("unknown key {key_id}"),
-                ));
-            }
-        }
-    }
-    Ok(())
 }
 
 /// Now, to the microsecond the database keeps.
