@@ -145,6 +145,7 @@ impl App {
         let recorder = state.recorder.clone();
         let store = state.store.clone();
         let tasks = state.tasks.clone();
+        let budgets = state.budgets.clone();
         let (stop_budgets, budget_loop) = start_budget_sync(
             state.budgets.clone(),
             Duration::from_millis(state.config.budgets.sync_interval_ms.max(10)),
@@ -170,6 +171,10 @@ impl App {
             tracing::error!(%error, "the budget sync task failed");
         }
         recorder_task.shutdown(&recorder).await;
+        // Claims go after the recorder: amounts held for records still
+        // spooled must count until those records are in the ledger, and a
+        // claim that cannot be given back expires on its own.
+        budgets.release_all().await;
         store.close().await;
         served.map_err(AppError::Serve)
     }

@@ -18,6 +18,7 @@ use serde_json::{Value, json};
 use tollgate::fake_upstream::{self, ReceivedLog};
 use tollgate::store::Store;
 
+use common::proxy::{Proxy, postgres_address};
 use common::{
     ADMIN_TOKEN, TestApp, TestDatabase, connect_store, create_key, eventually, spawn_app,
     test_config,
@@ -45,21 +46,29 @@ async fn upstream() -> Upstream {
 }
 
 fn config(database: &TestDatabase, upstream: &Upstream, spool: &str) -> tollgate::config::Config {
+    config_for(&database.url, database, upstream, spool, &[])
+}
+
+fn config_for(
+    url: &str,
+    database: &TestDatabase,
+    upstream: &Upstream,
+    spool: &str,
+    extra: &[(&str, &str)],
+) -> tollgate::config::Config {
     let openai = format!("{}/openai/v1", upstream.base);
     let openrouter = format!("{}/openrouter/api/v1", upstream.base);
     let spool = database.spool_dir().join(spool);
-    test_config(
-        &database.url,
-        &spool,
-        &[
-            ("providers.openai.base_url", &openai),
-            ("providers.openai.api_key", "sk-openai-test"),
-            ("providers.openrouter.base_url", &openrouter),
-            ("providers.openrouter.api_key", "sk-or-test"),
-            ("budgets.sync_interval_ms", "100"),
-            ("budgets.refresh_interval_ms", "200"),
-        ],
-    )
+    let mut settings = vec![
+        ("providers.openai.base_url", openai.as_str()),
+        ("providers.openai.api_key", "sk-openai-test"),
+        ("providers.openrouter.base_url", openrouter.as_str()),
+        ("providers.openrouter.api_key", "sk-or-test"),
+        ("budgets.sync_interval_ms", "100"),
+        ("budgets.refresh_interval_ms", "200"),
+    ];
+    settings.extend_from_slice(extra);
+    test_config(url, &spool, &settings)
 }
 
 fn request() -> Value {
@@ -559,4 +568,70 @@ async fn soft_thresholds_are_recorded_once_per_period() {
     .await;
     assert_eq!(status["state"], "exceeded");
     app.stop().await;
+}
+
+/// While the database is down, keys under a hard budget get 503 once their
+/// instance's claim runs out; other keys keep working. A restarted instance
+/// reads spend from the ledger, not from anything it remembered.
+#[tokio::test]
+async fn a_database_outage_fails_budgeted_keys_closed_and_others_open() {
+    let Some(database) = TestDatabase::postgres().await else {
+        return;
+    };
+    let upstream = upstream().await;
+    let store = connect_store(&database.url).await;
+    let budgeted = create_key(&store, "acme", None).await;
+    let free = create_key(&store, "globex", None).await;
+    let proxy = Proxy::start(postgres_address(&database.url)).await;
+    let url = database.url_through(proxy.address);
+    let settings = [("budgets.lease_ttl_seconds", "1")];
+    let app = spawn_app(config_for(&url, &database, &upstream, "a", &settings)).await;
+    let limit = 3 * ACTUAL_NANOS + ACTUAL_NANOS / 2;
+    create_budget(
+        &app,
+        json!({"org_id": "acme", "budget_type": "daily", "budget_amount_usd": usd(limit), "hard_limit": true}),
+    )
+    .await;
+    // Keys are checked (and cached) before the outage.
+    assert_eq!(chat(&app, &budgeted, &request()).await.status(), 200);
+    assert_eq!(chat(&app, &free, &request()).await.status(), 200);
+    app.recorder.flush().await.unwrap();
+    proxy.take_down();
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let refused = chat(&app, &budgeted, &request()).await;
+    assert_eq!(refused.status(), 503);
+    let body: Value = refused.json().await.unwrap();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("budget state cannot be read"),
+        "{body}"
+    );
+    assert_eq!(
+        upstream_requests(&upstream).await,
+        2,
+        "nothing unbudgeted was sent"
+    );
+    assert_eq!(
+        chat(&app, &free, &request()).await.status(),
+        200,
+        "unbudgeted keys keep working"
+    );
+    proxy.bring_up();
+    let back = eventually(Duration::from_secs(10), || async {
+        chat(&app, &budgeted, &request()).await.status() == 200
+    })
+    .await;
+    assert!(back, "budgeted keys work again once the database is back");
+    app.stop().await;
+    // A new instance knows what was spent (2 answers for acme) from the
+    // ledger, and the stopped one gave its claim back: one more answer fits
+    // (2 + 1 estimate <= 3.5 answers), the next does not (3 + 1 > 3.5).
+    let restarted = spawn_app(config(&database, &upstream, "b")).await;
+    assert_eq!(chat(&restarted, &budgeted, &request()).await.status(), 200);
+    restarted.recorder.flush().await.unwrap();
+    assert_eq!(chat(&restarted, &budgeted, &request()).await.status(), 429);
+    restarted.stop().await;
+    store.close().await;
 }

@@ -693,6 +693,35 @@ impl Budgets {
         Ok(())
     }
 
+    /// Gives back every claim this instance holds, at shutdown (after the
+    /// last exchange has been recorded), so that other instances need not
+    /// wait for the claims to expire.
+    pub async fn release_all(&self) {
+        let waiting = self
+            .inner
+            .awaiting_ledger
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .len();
+        if waiting > 0 {
+            // Their records wait in the spool; what they hold must keep
+            // counting until they are in the ledger.
+            tracing::info!(
+                waiting,
+                "keeping budget claims until they expire: some records are not in the ledger yet"
+            );
+            return;
+        }
+        if let Err(error) = self
+            .inner
+            .store
+            .release_leases(&self.inner.instance_id)
+            .await
+        {
+            tracing::warn!(%error, "cannot give back budget claims; they expire on their own");
+        }
+    }
+
     /// A budget's status: the ledger's spend, and what every instance holds.
     pub async fn status(&self, budget: &Budget) -> Result<BudgetStatus, StoreError> {
         self.status_parts(budget, Utc::now())

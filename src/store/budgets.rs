@@ -766,6 +766,25 @@ impl Store {
         Ok(())
     }
 
+    /// Deletes every claim of an instance.
+    pub async fn release_leases(&self, instance_id: &str) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(store) => {
+                sqlx::query("DELETE FROM ai_budget_leases WHERE instance_id = ?")
+                    .bind(instance_id)
+                    .execute(&store.writer)
+                    .await?;
+            }
+            Store::Postgres(store) => {
+                sqlx::query("DELETE FROM ai_budget_leases WHERE instance_id = $1")
+                    .bind(instance_id)
+                    .execute(&store.pool)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
     /// Records that a budget period reached a soft threshold; true the
     /// first time (over every instance), false after.
     pub async fn record_threshold_event(
