@@ -35,6 +35,7 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant, reason = "parsed once from the command line")]
 pub enum Command {
     /// Apply migrations, then serve the API.
     Serve {
