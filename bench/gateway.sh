@@ -8,11 +8,16 @@
 #   bench/gateway.sh                      # direct and tollgate
 #   WITH_LITELLM=1 bench/gateway.sh       # and LiteLLM (installed into target/litellm-venv)
 #   BENCH_ARGS="--rates 1000 --phases rates" bench/gateway.sh
+#   BUDGETS=1000 bench/gateway.sh         # and a second Tollgate enforcing 1,000 budgets
 #
 # Settings (environment): FAKE_PORT, GATEWAY_PORT, LITELLM_PORT (defaults
 # 18090-18092), LITELLM_VENV (default target/litellm-venv), BENCH_ARGS (extra
 # flags for benches/gateway.rs, e.g. --rate-seconds 10 --max-seconds 5),
-# KEEP_WORKDIR=1 (keep the temporary folder with the database and logs).
+# KEEP_WORKDIR=1 (keep the temporary folder with the database and logs),
+# BUDGETS=N and BUDGETS_PORT (default 18093): a second `tollgate serve`, on
+# its own SQLite file, with N budgets on the benchmark's organization (one
+# hard org-wide budget covering every request, N-1 per-user budgets that do
+# not cover it, so each request looks through all N).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -98,6 +103,37 @@ targets=(
     --target tollgate --url "http://127.0.0.1:$gateway_port/v1/chat/completions" --token "$key"
     --pid "$gateway_pid"
 )
+
+budgets="${BUDGETS:-0}"
+if [ "$budgets" -gt 0 ]; then
+    budgets_port="${BUDGETS_PORT:-18093}"
+    port_free "$budgets_port" || { echo "port $budgets_port is in use" >&2; exit 1; }
+    admin_token="bench-admin-$(od -An -tx1 -N8 /dev/urandom | tr -d ' \n')"
+    budgets_db="sqlite://$work/budgets.db"
+    budgets_key=$("$bin" --database-url "$budgets_db" keys create --org bench 2>>"$work/budgets.log")
+    printf '[recorder]\nspool_dir = "%s/budgets-spool"\n' "$work" >"$work/budgets.toml"
+    TOLLGATE_CONFIG="$work/budgets.toml" TOLLGATE_ADMIN_TOKEN="$admin_token" \
+        TOLLGATE_OPENAI_BASE_URL="http://127.0.0.1:$fake_port/openai/v1" OPENAI_API_KEY=sk-bench \
+        DATABASE_URL="$budgets_db" "$bin" serve --listen "127.0.0.1:$budgets_port" \
+        >>"$work/budgets.log" 2>&1 &
+    budgets_pid=$!
+    pids+=("$budgets_pid")
+    wait_for "$budgets_port" 30 "tollgate (budgets)" "$budgets_pid"
+    create_budget() {
+        curl -sf -o /dev/null -X POST "http://127.0.0.1:$budgets_port/api/v1/budgets" \
+            -H "authorization: Bearer $admin_token" -H 'content-type: application/json' -d "$1" \
+            || { echo "cannot create a budget: $1" >&2; exit 1; }
+    }
+    create_budget '{"org_id":"bench","budget_type":"monthly","budget_amount_usd":"1000000","hard_limit":true}'
+    for i in $(seq 2 "$budgets"); do
+        create_budget "{\"org_id\":\"bench\",\"user_id\":\"user-$i\",\"budget_type\":\"daily\",\"budget_amount_usd\":\"100\",\"hard_limit\":true}"
+    done
+    echo "tollgate-budgets: $budgets budgets on organization bench"
+    targets+=(
+        --target tollgate-budgets --url "http://127.0.0.1:$budgets_port/v1/chat/completions"
+        --token "$budgets_key" --pid "$budgets_pid"
+    )
+fi
 
 if [ "$with_litellm" = 1 ]; then
     port_free "$litellm_port" || { echo "port $litellm_port is in use" >&2; exit 1; }

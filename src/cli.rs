@@ -35,7 +35,10 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-#[allow(clippy::large_enum_variant, reason = "parsed once from the command line")]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "parsed once from the command line"
+)]
 pub enum Command {
     /// Apply migrations, then serve the API.
     Serve {

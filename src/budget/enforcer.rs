@@ -88,6 +88,15 @@ pub struct Charge<'a> {
     pub estimate: NanoUsd,
 }
 
+/// Who spent: what a budget's scope is matched against.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Spender {
+    org_id: String,
+    provider: Provider,
+    user_id: Option<String>,
+    api_key_id: Option<Uuid>,
+}
+
 /// One budget period's share held by this instance.
 #[derive(Debug)]
 struct Account {
@@ -135,8 +144,8 @@ struct Inner {
     accounts: RwLock<Accounts>,
     /// Settled amounts waiting for their records to reach the ledger.
     awaiting_ledger: RwLock<HashMap<Uuid, Vec<Part>>>,
-    /// Organizations whose spend changed since the last threshold check.
-    active_orgs: RwLock<BTreeSet<String>>,
+    /// Who spent since the last threshold check: org, provider, user, key.
+    active: RwLock<BTreeSet<Spender>>,
 }
 
 #[derive(Debug, Default)]
@@ -205,7 +214,7 @@ impl Budgets {
                 definitions: RwLock::new(Definitions::default()),
                 accounts: RwLock::new(HashMap::new()),
                 awaiting_ledger: RwLock::new(HashMap::new()),
-                active_orgs: RwLock::new(BTreeSet::new()),
+                active: RwLock::new(BTreeSet::new()),
             }),
         }
     }
@@ -545,12 +554,18 @@ impl Budgets {
         {
             let mut active = self
                 .inner
-                .active_orgs
+                .active
                 .write()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             for record in records {
-                if !active.contains(&record.org_id) {
-                    active.insert(record.org_id.clone());
+                let spender = Spender {
+                    org_id: record.org_id.clone(),
+                    provider: record.provider,
+                    user_id: record.user_id.clone(),
+                    api_key_id: record.api_key_id,
+                };
+                if !active.contains(&spender) {
+                    active.insert(spender);
                 }
             }
         }
@@ -646,47 +661,69 @@ impl Budgets {
     }
 
     async fn check_thresholds(&self) -> Result<(), StoreError> {
-        let orgs: Vec<String> = std::mem::take(
+        let active = std::mem::take(
             &mut *self
                 .inner
-                .active_orgs
+                .active
                 .write()
                 .unwrap_or_else(std::sync::PoisonError::into_inner),
-        )
-        .into_iter()
-        .collect();
-        let now = Utc::now();
-        for org in &orgs {
+        );
+        // Only budgets some recent spender counts toward can have crossed a
+        // threshold since the last check.
+        let mut due: Vec<Budget> = Vec::new();
+        let mut orgs: Vec<&str> = active
+            .iter()
+            .map(|spender| spender.org_id.as_str())
+            .collect();
+        orgs.dedup();
+        for org in orgs {
             let Some(budgets) = self.org_budgets(org) else {
                 continue;
             };
-            for budget in budgets.iter() {
-                let (status, _) = self.status_parts(budget, now).await?;
-                for percent in &budget.soft_limit_percents {
-                    if status::reached(status.limit, status.spent, *percent)
-                        && self
-                            .inner
-                            .store
-                            .record_threshold_event(
-                                budget.id,
-                                status.period.start,
-                                *percent,
-                                status.limit,
-                                status.spent,
-                                now,
-                            )
-                            .await?
-                    {
-                        metrics::counter!("tollgate_budget_threshold_events_total").increment(1);
-                        tracing::warn!(
-                            budget = %budget.id,
-                            org = %budget.org_id,
-                            percent,
-                            spent_usd = %status.spent,
-                            limit_usd = %status.limit,
-                            "budget threshold reached"
-                        );
-                    }
+            due.extend(
+                budgets
+                    .iter()
+                    .filter(|budget| {
+                        !budget.soft_limit_percents.is_empty()
+                            && active.iter().any(|spender| {
+                                spender.org_id == budget.org_id
+                                    && budget.scope.covers(
+                                        spender.provider,
+                                        spender.user_id.as_deref(),
+                                        spender.api_key_id,
+                                    )
+                            })
+                    })
+                    .cloned(),
+            );
+        }
+        let now = Utc::now();
+        for budget in &due {
+            let (status, _) = self.status_parts(budget, now).await?;
+            for percent in &budget.soft_limit_percents {
+                if status::reached(status.limit, status.spent, *percent)
+                    && self
+                        .inner
+                        .store
+                        .record_threshold_event(
+                            budget.id,
+                            status.period.start,
+                            *percent,
+                            status.limit,
+                            status.spent,
+                            now,
+                        )
+                        .await?
+                {
+                    metrics::counter!("tollgate_budget_threshold_events_total").increment(1);
+                    tracing::warn!(
+                        budget = %budget.id,
+                        org = %budget.org_id,
+                        percent,
+                        spent_usd = %status.spent,
+                        limit_usd = %status.limit,
+                        "budget threshold reached"
+                    );
                 }
             }
         }
@@ -738,7 +775,11 @@ impl Budgets {
         let period = status::current_period(budget, now);
         let previous = status::previous_period(budget, period);
         let spent = store.budget_spend(budget, period).await?;
-        let previous_spent = store.budget_spend(budget, previous).await?;
+        let previous_spent = if budget.rollover_policy == super::RolloverPolicy::None {
+            NanoUsd::ZERO
+        } else {
+            store.budget_spend(budget, previous).await?
+        };
         let others = store
             .budget_held(budget.id, period.start, now, &self.inner.instance_id)
             .await?;

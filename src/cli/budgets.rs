@@ -14,7 +14,10 @@ use crate::budget::{self, Budget, BudgetInput};
 use crate::store::Store;
 
 #[derive(Debug, Subcommand)]
-#[allow(clippy::large_enum_variant, reason = "parsed once from the command line")]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "parsed once from the command line"
+)]
 pub enum BudgetsCommand {
     /// List budgets.
     List {
