@@ -9,6 +9,8 @@
 #   WITH_LITELLM=1 bench/gateway.sh       # and LiteLLM (installed into target/litellm-venv)
 #   BENCH_ARGS="--rates 1000 --phases rates" bench/gateway.sh
 #   BUDGETS=1000 bench/gateway.sh         # and a second Tollgate enforcing 1,000 budgets
+#   BUDGETS=1000 BUDGETS_DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres \
+#       BUDGETS_INSTANCES=3 bench/gateway.sh   # the same on three instances sharing PostgreSQL
 #
 # Settings (environment): FAKE_PORT, GATEWAY_PORT, LITELLM_PORT (defaults
 # 18090-18092), LITELLM_VENV (default target/litellm-venv), BENCH_ARGS (extra
@@ -17,7 +19,13 @@
 # BUDGETS=N and BUDGETS_PORT (default 18093): a second `tollgate serve`, on
 # its own SQLite file, with N budgets on the benchmark's organization (one
 # hard org-wide budget covering every request, N-1 per-user budgets that do
-# not cover it, so each request looks through all N).
+# not cover it, so each request looks through all N). With BUDGETS_DATABASE_URL
+# (a PostgreSQL server URL; a fresh database is made on it and dropped after)
+# and BUDGETS_INSTANCES=K, K such instances share that database: the target
+# `budgets` (N budgets) and `no-budgets` (an organization without budgets)
+# spread their connections over the K instances, and after the measurements
+# 300 concurrent requests against a hard budget worth about 20 of them
+# measure the overspend across instances.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -105,77 +113,66 @@ targets=(
 )
 
 budgets="${BUDGETS:-0}"
+instances="${BUDGETS_INSTANCES:-1}"
+budgets_pg_server="${BUDGETS_DATABASE_URL:-}"
+budgets_admin=
+budgets_urls=()
 if [ "$budgets" -gt 0 ]; then
     budgets_port="${BUDGETS_PORT:-18093}"
-    port_free "$budgets_port" || { echo "port $budgets_port is in use" >&2; exit 1; }
-    admin_token="bench-admin-$(od -An -tx1 -N8 /dev/urandom | tr -d ' \n')"
-    budgets_db="sqlite://$work/budgets.db"
+    budgets_admin="bench-admin-$(od -An -tx1 -N8 /dev/urandom | tr -d ' \n')"
+    if [ -n "$budgets_pg_server" ]; then
+        pg_name="tollgate_bench_$$"
+        psql -q "$budgets_pg_server" -c "CREATE DATABASE $pg_name" >/dev/null
+        pg_dropped() { psql -q "$budgets_pg_server" -c "DROP DATABASE IF EXISTS $pg_name WITH (FORCE)" >/dev/null 2>&1 || true; }
+        trap 'cleanup; pg_dropped' EXIT
+        budgets_db="${budgets_pg_server%/*}/$pg_name"
+    else
+        budgets_db="sqlite://$work/budgets.db"
+        instances=1
+    fi
     budgets_key=$("$bin" --database-url "$budgets_db" keys create --org bench 2>>"$work/budgets.log")
-    printf '[recorder]\nspool_dir = "%s/budgets-spool"\n' "$work" >"$work/budgets.toml"
-    TOLLGATE_CONFIG="$work/budgets.toml" TOLLGATE_ADMIN_TOKEN="$admin_token" \
-        TOLLGATE_OPENAI_BASE_URL="http://127.0.0.1:$fake_port/openai/v1" OPENAI_API_KEY=sk-bench \
-        DATABASE_URL="$budgets_db" "$bin" serve --listen "127.0.0.1:$budgets_port" \
-        >>"$work/budgets.log" 2>&1 &
-    budgets_pid=$!
-    pids+=("$budgets_pid")
-    wait_for "$budgets_port" 30 "tollgate (budgets)" "$budgets_pid"
+    free_key=$("$bin" --database-url "$budgets_db" keys create --org free 2>>"$work/budgets.log")
+    tight_key=$("$bin" --database-url "$budgets_db" keys create --org tight 2>>"$work/budgets.log")
+    budget_pids=()
+    for i in $(seq 0 $((instances - 1))); do
+        port=$((budgets_port + i))
+        port_free "$port" || { echo "port $port is in use" >&2; exit 1; }
+        printf '[recorder]\nspool_dir = "%s/budgets-spool-%s"\n' "$work" "$i" >"$work/budgets-$i.toml"
+        TOLLGATE_CONFIG="$work/budgets-$i.toml" TOLLGATE_ADMIN_TOKEN="$budgets_admin" \
+            TOLLGATE_OPENAI_BASE_URL="http://127.0.0.1:$fake_port/openai/v1" OPENAI_API_KEY=sk-bench \
+            DATABASE_URL="$budgets_db" "$bin" serve --listen "127.0.0.1:$port" \
+            >>"$work/budgets-$i.log" 2>&1 &
+        budget_pids+=("$!")
+        pids+=("$!")
+        wait_for "$port" 30 "tollgate (budgets $i)" "$!"
+        budgets_urls+=("127.0.0.1:$port")
+    done
     create_budget() {
         curl -sf -o /dev/null -X POST "http://127.0.0.1:$budgets_port/api/v1/budgets" \
-            -H "authorization: Bearer $admin_token" -H 'content-type: application/json' -d "$1" \
+            -H "authorization: Bearer $budgets_admin" -H 'content-type: application/json' -d "$1" \
             || { echo "cannot create a budget: $1" >&2; exit 1; }
     }
     create_budget '{"org_id":"bench","budget_type":"monthly","budget_amount_usd":"1000000","hard_limit":true}'
     for i in $(seq 2 "$budgets"); do
         create_budget "{\"org_id\":\"bench\",\"user_id\":\"user-$i\",\"budget_type\":\"daily\",\"budget_amount_usd\":\"100\",\"hard_limit\":true}"
     done
-    echo "tollgate-budgets: $budgets budgets on organization bench"
-    targets+=(
-        --target tollgate-budgets --url "http://127.0.0.1:$budgets_port/v1/chat/completions"
-        --token "$budgets_key" --pid "$budgets_pid"
-    )
-fi
-
-if [ "$with_litellm" = 1 ]; then
-    port_free "$litellm_port" || { echo "port $litellm_port is in use" >&2; exit 1; }
-    if ! "$venv/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.version('litellm') != '$litellm_version')" 2>/dev/null; then
-        python3 -m venv "$venv"
-        "$venv/bin/pip" install --quiet --upgrade pip
-        "$venv/bin/pip" install --quiet "litellm[proxy]==$litellm_version"
+    echo "budgets: $budgets budgets on organization bench, $instances instance(s) on $( [ -n "$budgets_pg_server" ] && echo PostgreSQL || echo SQLite)"
+    pid_flags=()
+    also_flags=()
+    for pid in "${budget_pids[@]}"; do pid_flags+=(--pid "$pid"); done
+    for url in "${budgets_urls[@]:1}"; do also_flags+=(--also "$url"); done
+    if [ "$instances" -gt 1 ]; then
+        targets+=(
+            --target no-budgets --url "http://${budgets_urls[0]}/v1/chat/completions"
+            "${also_flags[@]}" --token "$free_key" "${pid_flags[@]}"
+        )
     fi
-    echo "litellm $litellm_version on $("$venv/bin/python" -V 2>&1)"
-    # LiteLLM refuses to start without a master key; with one and no database
-    # it checks the key in memory, as Tollgate checks its gateway key.
-    master_key="sk-$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')"
-    cat >"$work/litellm.yaml" <<EOF
-general_settings:
-  master_key: $master_key
-model_list:
-  - model_name: gpt-4o-mini
-    litellm_params:
-      model: openai/gpt-4o-mini
-      api_base: http://127.0.0.1:$fake_port/openai/v1
-      api_key: sk-bench
-EOF
-    # Its own process group (setsid), so the trap ends the master and its
-    # workers together. No DATABASE_URL: no database, no spend logs.
-    (cd "$work" && exec env -u DATABASE_URL -u TOLLGATE_CONFIG -u TOLLGATE_LOG \
-        LITELLM_LOCAL_MODEL_COST_MAP=True setsid "$venv/bin/litellm" \
-        --config "$work/litellm.yaml" --host 127.0.0.1 --port "$litellm_port" --num_workers 2 \
-        >"$work/litellm.log" 2>&1) &
-    # Not a group leader (no job control in scripts), setsid does not fork:
-    # $! is litellm's master, leading its own group.
-    litellm_pid=$!
-    groups+=("$litellm_pid")
-    wait_for "$litellm_port" 180 "litellm" "$litellm_pid"
-    # Its workers import for a while after the port opens: wait for an answer.
-    for _ in $(seq 1 120); do
-        curl -sf -o /dev/null "http://127.0.0.1:$litellm_port/health/liveliness" && break
-        sleep 1
-    done
     targets+=(
-        --target litellm --url "http://127.0.0.1:$litellm_port/v1/chat/completions" --token "$master_key"
-        --pid "$litellm_pid"
+        --target budgets --url "http://${budgets_urls[0]}/v1/chat/completions"
+        "${also_flags[@]}" --token "$budgets_key" "${pid_flags[@]}"
     )
+    # Refreshes of budget definitions reach every instance within 5 s.
+    sleep 6
 fi
 
 # In the background, so that the trap runs at once on INT or TERM.
@@ -184,6 +181,22 @@ fi
 bench_pid=$!
 wait "$bench_pid"
 bench_pid=
+
+# Overspend across instances: a hard budget worth about 20 requests of the
+# tight organization, 300 requests at once spread over the instances.
+if [ "$budgets" -gt 0 ]; then
+    request='{"model":"gpt-4o-mini","max_tokens":10,"messages":[{"role":"user","content":"hi"}]}'
+    create_budget '{"org_id":"tight","budget_type":"monthly","budget_amount_usd":"0.0002","hard_limit":true}'
+    sleep 6
+    seq 1 300 | xargs -P 100 -I{} sh -c 'i={}; url=$(echo "$0" | cut -d" " -f$(( i % $1 + 1 ))); curl -s -o /dev/null -w "%{http_code}\n" -H "authorization: Bearer $2" -H "content-type: application/json" -d "$3" "http://$url/v1/chat/completions"' \
+        "${budgets_urls[*]}" "$instances" "$tight_key" "$request" >"$work/tight.codes"
+    sleep 2
+    spent=$(curl -sf "http://127.0.0.1:$budgets_port/api/v1/usage/records?org_id=tight&limit=1000" -H "authorization: Bearer $budgets_admin" \
+        | python3 -c 'import json,sys; print(sum(r["cost_nano_usd"] or 0 for r in json.load(sys.stdin)["data"]))')
+    echo "overspend: $(grep -c '^200' "$work/tight.codes") answered, $(grep -c '^429' "$work/tight.codes") refused (429)," \
+        "other: $(grep -vcE '^(200|429)' "$work/tight.codes"); ledger spend $spent nano-USD against a limit of 200000" \
+        "over $instances instance(s)"
+fi
 
 # Every answered request through the gateway is a row in the ledger.
 sleep 1

@@ -70,6 +70,9 @@ const WARMUP_CONNECTIONS: usize = 16;
 struct Target {
     name: String,
     address: String,
+    /// More instances of the same target (`--also`): new connections go to
+    /// each address in turn.
+    more: Vec<String>,
     host: String,
     path: String,
     token: Option<String>,
@@ -158,6 +161,7 @@ fn options() -> Options {
             "--target" => options.targets.push(Target {
                 name: value.clone(),
                 address: String::new(),
+                more: Vec::new(),
                 host: String::new(),
                 path: String::new(),
                 token: None,
@@ -170,6 +174,7 @@ fn options() -> Options {
                 target.address = address;
                 target.path = path;
             }
+            "--also" => target(&mut options, &flag).more.push(value.clone()),
             "--token" => target(&mut options, &flag).token = Some(value.clone()),
             "--pid" => target(&mut options, &flag).pids.push(number() as u32),
             "--fake-pid" => options.fake_pid = Some(number() as u32),
@@ -198,6 +203,14 @@ fn options() -> Options {
         );
     }
     options
+}
+
+impl Target {
+    fn addresses(&self) -> Vec<String> {
+        std::iter::once(self.address.clone())
+            .chain(self.more.iter().cloned())
+            .collect()
+    }
 }
 
 fn request_bytes(target: &Target, streaming: bool) -> Rc<[u8]> {
@@ -377,18 +390,30 @@ impl Conn {
 /// Connections shared by the requests of an open-loop phase.
 #[derive(Debug)]
 struct Pool {
-    address: String,
+    addresses: Vec<String>,
+    opened: RefCell<usize>,
     idle: RefCell<Vec<Conn>>,
     permits: Semaphore,
 }
 
 impl Pool {
-    fn new(address: &str, connections: usize) -> Pool {
+    fn new(target: &Target, connections: usize) -> Pool {
         Pool {
-            address: address.to_owned(),
+            addresses: target.addresses(),
+            opened: RefCell::new(0),
             idle: RefCell::new(Vec::new()),
             permits: Semaphore::new(connections),
         }
+    }
+
+    /// Opens a connection to the next address in turn.
+    async fn open(&self) -> io::Result<Conn> {
+        let index = {
+            let mut opened = self.opened.borrow_mut();
+            *opened += 1;
+            *opened % self.addresses.len()
+        };
+        Conn::open(&self.addresses[index]).await
     }
 
     async fn send(&self, request: &[u8]) -> io::Result<Reply> {
@@ -397,13 +422,13 @@ impl Pool {
         let reused = pooled.is_some();
         let mut conn = match pooled {
             Some(conn) => conn,
-            None => Conn::open(&self.address).await?,
+            None => self.open().await?,
         };
         let reply = match conn.exchange(request, false).await {
             // A kept-alive connection the server closed meanwhile: once more
             // on a new one, as HTTP clients do.
             Err(_) if reused && conn.buf.is_empty() => {
-                conn = Conn::open(&self.address).await?;
+                conn = self.open().await?;
                 conn.exchange(request, false).await?
             }
             other => other?,
@@ -680,9 +705,10 @@ async fn closed_loop(
     let hard_deadline = deadline + Duration::from_secs_f64(drain);
     let local = LocalSet::new();
     let mut workers = Vec::new();
-    for _ in 0..connections {
+    let addresses = target.addresses();
+    for index in 0..connections {
         let request = Rc::clone(&request);
-        let address = target.address.clone();
+        let address = addresses[index % addresses.len()].clone();
         workers.push(local.spawn_local(async move {
             let mut samples = Samples::default();
             let mut conn: Option<Conn> = None;
@@ -771,7 +797,7 @@ async fn open_loop(
             }
         }
     });
-    let pool = Rc::new(Pool::new(&target.address, connections));
+    let pool = Rc::new(Pool::new(target, connections));
     let samples = Rc::new(RefCell::new(Samples::default()));
     let finished = Rc::new(RefCell::new(0_u64));
     let local = LocalSet::new();
