@@ -635,3 +635,141 @@ async fn a_database_outage_fails_budgeted_keys_closed_and_others_open() {
     restarted.stop().await;
     store.close().await;
 }
+
+/// Spend recorded at `at` through the ingest API.
+async fn ingest_spend(app: &TestApp, org: &str, at: &str, usd: &str) {
+    let record = json!({"org_id": org, "provider": "openai", "model": "gpt-4o", "task_type": "chat",
+        "input_tokens": 100, "output_tokens": 0, "cost_usd": usd, "created_at": at});
+    let response = app.post_usage(&record.to_string()).await;
+    assert_eq!(response.status(), 202, "{}", response.text().await.unwrap());
+}
+
+async fn status_of(app: &TestApp, budget: &Value) -> Value {
+    let path = format!("/api/v1/budgets/{}/status", budget["id"].as_str().unwrap());
+    let (status, body) = admin(app, reqwest::Method::GET, &path, None).await;
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+/// A budget made before the previous period rolls its unused part (or its
+/// overspend) into the current one; periods follow the budget's time zone.
+#[tokio::test]
+async fn rollover_and_time_zones_follow_the_ledger_across_period_boundaries() {
+    let upstream = upstream().await;
+    let database = TestDatabase::sqlite();
+    let store = connect_store(&database.url).await;
+    create_key(&store, "acme", None).await;
+    create_key(&store, "globex", None).await;
+    let app = spawn_app(config(&database, &upstream, "a")).await;
+    let now = chrono::Utc::now();
+    let yesterday = (now - chrono::Duration::days(1)).to_rfc3339();
+    // acme spent $3 yesterday and $1 today; globex $12 yesterday.
+    ingest_spend(&app, "acme", &yesterday, "3").await;
+    ingest_spend(&app, "acme", &now.to_rfc3339(), "1").await;
+    ingest_spend(&app, "globex", &yesterday, "12").await;
+    app.recorder.flush().await.unwrap();
+    // Budgets made two days ago (as if), so yesterday was one of their periods.
+    let created = |body: Value| {
+        let app = &app;
+        async move { create_budget(app, body).await }
+    };
+    let unused = created(
+        json!({"org_id": "acme", "budget_type": "daily", "budget_amount_usd": "10",
+        "rollover_policy": "carry_unused", "rollover_cap_usd": "5"}),
+    )
+    .await;
+    let uncapped = created(
+        json!({"org_id": "acme", "budget_type": "daily", "budget_amount_usd": "10",
+        "rollover_policy": "carry_unused"}),
+    )
+    .await;
+    let overage = created(
+        json!({"org_id": "globex", "budget_type": "daily", "budget_amount_usd": "10",
+        "rollover_policy": "carry_overage", "hard_limit": true}),
+    )
+    .await;
+    let plain =
+        created(json!({"org_id": "acme", "budget_type": "daily", "budget_amount_usd": "10"})).await;
+    let two_days_ago = (now - chrono::Duration::days(2)).timestamp_micros();
+    let pool = sqlx::SqlitePool::connect(&database.url).await.unwrap();
+    sqlx::query("UPDATE ai_usage_budgets SET created_at = ?")
+        .bind(two_days_ago)
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    let status = status_of(&app, &unused).await;
+    assert_eq!(
+        (
+            status["rollover_usd"].as_str(),
+            status["limit_usd"].as_str()
+        ),
+        (Some("5"), Some("15")),
+        "{status}"
+    );
+    assert_eq!(status["spent_usd"], "1");
+    let status = status_of(&app, &uncapped).await;
+    assert_eq!(
+        (
+            status["rollover_usd"].as_str(),
+            status["limit_usd"].as_str()
+        ),
+        (Some("7"), Some("17")),
+        "{status}"
+    );
+    let status = status_of(&app, &plain).await;
+    assert_eq!(
+        (
+            status["rollover_usd"].as_str(),
+            status["limit_usd"].as_str()
+        ),
+        (Some("0"), Some("10")),
+        "{status}"
+    );
+    let status = status_of(&app, &overage).await;
+    assert_eq!(
+        (
+            status["rollover_usd"].as_str(),
+            status["limit_usd"].as_str()
+        ),
+        (Some("-2"), Some("8")),
+        "{status}"
+    );
+    assert_eq!(status["spent_usd"], "0");
+    // A budget that did not exist yesterday carries nothing over.
+    let fresh = created(
+        json!({"org_id": "acme", "budget_type": "daily", "budget_amount_usd": "10",
+        "rollover_policy": "carry_unused"}),
+    )
+    .await;
+    assert_eq!(status_of(&app, &fresh).await["rollover_usd"], "0");
+    // Time zones: 23:30 UTC is already tomorrow in Tokyo (UTC+9) and still
+    // today in Los Angeles, so a record then counts in different days.
+    let tokyo = created(json!({"org_id": "acme", "budget_type": "daily", "budget_amount_usd": "10", "timezone": "Asia/Tokyo"})).await;
+    let status = status_of(&app, &tokyo).await;
+    let start =
+        chrono::DateTime::parse_from_rfc3339(status["period_start"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        start
+            .with_timezone(&chrono_tz::Asia::Tokyo)
+            .format("%H:%M")
+            .to_string(),
+        "00:00",
+        "{status}"
+    );
+    let end = chrono::DateTime::parse_from_rfc3339(status["period_end"].as_str().unwrap()).unwrap();
+    assert_eq!((end - start).num_hours(), 24);
+    // Spend just before Tokyo's midnight is yesterday's there, just after is today's.
+    let before = (start - chrono::Duration::seconds(1)).to_rfc3339();
+    let after = (start + chrono::Duration::seconds(1)).to_rfc3339();
+    ingest_spend(&app, "acme", &before, "0.5").await;
+    ingest_spend(&app, "acme", &after, "0.25").await;
+    app.recorder.flush().await.unwrap();
+    let spent_in_tokyo_today = status_of(&app, &tokyo).await["spent_usd"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Today's $1 (ingested at `now`) and the 0.25 after midnight.
+    assert_eq!(spent_in_tokyo_today, "1.25");
+    app.stop().await;
+}
