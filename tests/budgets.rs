@@ -76,8 +76,17 @@ fn request() -> Value {
 }
 
 async fn chat(app: &TestApp, key: &str, body: &Value) -> reqwest::Response {
-    app.client
-        .post(app.url("/v1/chat/completions"))
+    chat_at(&app.client, &app.address, key, body).await
+}
+
+async fn chat_at(
+    client: &reqwest::Client,
+    base: &str,
+    key: &str,
+    body: &Value,
+) -> reqwest::Response {
+    client
+        .post(format!("{base}/v1/chat/completions"))
         .bearer_auth(key)
         .json(body)
         .send()
@@ -91,9 +100,18 @@ async fn admin(
     path: &str,
     body: Option<Value>,
 ) -> (u16, Value) {
-    let mut request = app
-        .client
-        .request(method, app.url(path))
+    admin_at(&app.client, &app.address, method, path, body).await
+}
+
+async fn admin_at(
+    client: &reqwest::Client,
+    base: &str,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut request = client
+        .request(method, format!("{base}{path}"))
         .bearer_auth(ADMIN_TOKEN);
     if let Some(body) = body {
         request = request.json(&body);
@@ -351,36 +369,145 @@ async fn status_counts_gateway_and_ingested_spend() {
 /// 200 concurrent requests against a hard budget worth about ten: the
 /// ledger's spend stays within the budget plus one estimate, and refused
 /// requests never reached the provider.
-async fn concurrent_requests_stay_within_the_hard_budget(database: TestDatabase, instances: usize) {
+/// Where the gateways under test run: in this process, or as `tollgate
+/// serve` processes.
+enum Instances {
+    InProcess(Vec<TestApp>),
+    Processes(Vec<ServeProcess>),
+}
+
+impl Instances {
+    fn bases(&self) -> Vec<String> {
+        match self {
+            Instances::InProcess(apps) => apps.iter().map(|app| app.address.clone()).collect(),
+            Instances::Processes(processes) => processes
+                .iter()
+                .map(|process| process.base.clone())
+                .collect(),
+        }
+    }
+
+    async fn stop(self) {
+        match self {
+            Instances::InProcess(apps) => {
+                for app in apps {
+                    app.stop().await;
+                }
+            }
+            Instances::Processes(processes) => drop(processes),
+        }
+    }
+}
+
+/// A `tollgate serve` process on a free port, killed when dropped.
+struct ServeProcess {
+    base: String,
+    child: std::process::Child,
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn serve_process(database: &TestDatabase, upstream: &Upstream, name: &str) -> ServeProcess {
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let folder = database.spool_dir().join(name);
+    std::fs::create_dir_all(&folder).unwrap();
+    let config = folder.join("tollgate.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[recorder]\nspool_dir = \"{}\"\nflush_interval_ms = 20\n\n[budgets]\nsync_interval_ms = 100\nrefresh_interval_ms = 200\n",
+            folder.join("spool").display()
+        ),
+    )
+    .unwrap();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .env("DATABASE_URL", &database.url)
+        .env("TOLLGATE_CONFIG", &config)
+        .env("TOLLGATE_ADMIN_TOKEN", ADMIN_TOKEN)
+        .env(
+            "TOLLGATE_OPENAI_BASE_URL",
+            format!("{}/openai/v1", upstream.base),
+        )
+        .env("OPENAI_API_KEY", "sk-openai-test")
+        .env("TOLLGATE_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("tollgate serve starts");
+    let process = ServeProcess {
+        base: format!("http://127.0.0.1:{port}"),
+        child,
+    };
+    let client = reqwest::Client::new();
+    let up = eventually(Duration::from_secs(20), || async {
+        client
+            .get(format!("{}/healthz", process.base))
+            .send()
+            .await
+            .is_ok_and(|response| response.status().is_success())
+    })
+    .await;
+    assert!(up, "tollgate serve did not answer on port {port}");
+    process
+}
+
+async fn concurrent_requests_stay_within_the_hard_budget(
+    database: TestDatabase,
+    instances: usize,
+    processes: bool,
+) {
+    tollgate::providers::install_crypto_provider();
     let upstream = upstream().await;
     let store = connect_store(&database.url).await;
     let key = create_key(&store, "acme", Some("alice")).await;
-    let mut apps = Vec::new();
-    for index in 0..instances {
-        apps.push(spawn_app(config(&database, &upstream, &format!("spool-{index}"))).await);
-    }
+    let gateways = if processes {
+        let mut started = Vec::new();
+        for index in 0..instances {
+            started.push(serve_process(&database, &upstream, &format!("instance-{index}")).await);
+        }
+        Instances::Processes(started)
+    } else {
+        let mut apps = Vec::new();
+        for index in 0..instances {
+            apps.push(spawn_app(config(&database, &upstream, &format!("spool-{index}"))).await);
+        }
+        Instances::InProcess(apps)
+    };
+    let bases = gateways.bases();
+    let client = reqwest::Client::new();
     // One request per instance first, so that the burst measures budgets,
     // not the cold key cache.
-    for app in &apps {
-        assert_eq!(chat(app, &key, &request()).await.status(), 200);
+    for base in &bases {
+        assert_eq!(chat_at(&client, base, &key, &request()).await.status(), 200);
     }
     let warm_up = instances as i64 * ACTUAL_NANOS;
     let limit_nanos = warm_up + 10 * ACTUAL_NANOS + ACTUAL_NANOS / 2;
     let amount = usd(limit_nanos);
-    create_budget(
-        &apps[0],
-        json!({"org_id": "acme", "budget_type": "monthly", "budget_amount_usd": amount, "hard_limit": true}),
+    let (status, budget) = admin_at(
+        &client,
+        &bases[0],
+        reqwest::Method::POST,
+        "/api/v1/budgets",
+        Some(json!({"org_id": "acme", "budget_type": "monthly", "budget_amount_usd": amount, "hard_limit": true})),
     )
     .await;
+    assert_eq!(status, 201, "{budget}");
     // Every instance knows the budget before the burst.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let body = request();
     let answers = join_all((0..200).map(|index| {
-        let app = &apps[index % instances];
-        let key = &key;
-        let body = &body;
+        let base = &bases[index % instances];
+        let (client, key, body) = (&client, &key, &body);
         async move {
-            let response = chat(app, key, body).await;
+            let response = chat_at(client, base, key, body).await;
             let status = response.status().as_u16();
             let retry = response
                 .headers()
@@ -430,15 +557,13 @@ async fn concurrent_requests_stay_within_the_hard_budget(database: TestDatabase,
         spent <= limit_nanos + ESTIMATE_NANOS,
         "spent {spent} nano-USD against a limit of {limit_nanos} (+ one estimate {ESTIMATE_NANOS})"
     );
-    for app in apps {
-        app.stop().await;
-    }
+    gateways.stop().await;
     store.close().await;
 }
 
 #[tokio::test]
 async fn a_hard_budget_holds_under_200_concurrent_requests_on_sqlite() {
-    concurrent_requests_stay_within_the_hard_budget(TestDatabase::sqlite(), 1).await;
+    concurrent_requests_stay_within_the_hard_budget(TestDatabase::sqlite(), 1, false).await;
 }
 
 #[tokio::test]
@@ -446,15 +571,15 @@ async fn a_hard_budget_holds_under_200_concurrent_requests_on_postgres() {
     let Some(database) = TestDatabase::postgres().await else {
         return;
     };
-    concurrent_requests_stay_within_the_hard_budget(database, 1).await;
+    concurrent_requests_stay_within_the_hard_budget(database, 1, false).await;
 }
 
 #[tokio::test]
-async fn a_hard_budget_holds_across_three_instances_sharing_postgres() {
+async fn a_hard_budget_holds_across_three_serve_processes_sharing_postgres() {
     let Some(database) = TestDatabase::postgres().await else {
         return;
     };
-    concurrent_requests_stay_within_the_hard_budget(database, 3).await;
+    concurrent_requests_stay_within_the_hard_budget(database, 3, true).await;
 }
 
 #[tokio::test]
