@@ -898,3 +898,81 @@ async fn rollover_and_time_zones_follow_the_ledger_across_period_boundaries() {
     assert_eq!(spent_in_tokyo_today, "1.25");
     app.stop().await;
 }
+
+/// A request in flight holds its estimate (visible as `reserved_usd`), and
+/// settles to its actual cost when it ends — streamed, failed upstream, or
+/// abandoned by its client.
+#[tokio::test]
+async fn reservations_are_held_in_flight_and_settled_when_requests_end() {
+    let upstream = upstream().await;
+    let database = TestDatabase::sqlite();
+    let store = connect_store(&database.url).await;
+    let key = create_key(&store, "acme", None).await;
+    let app = spawn_app(config(&database, &upstream, "a")).await;
+    let budget = create_budget(
+        &app,
+        json!({"org_id": "acme", "budget_type": "daily", "budget_amount_usd": "1", "hard_limit": true}),
+    )
+    .await;
+    let mut slow = request();
+    slow["fake"] = json!("slow:1500");
+    let in_flight = {
+        let client = app.client.clone();
+        let url = app.url("/v1/chat/completions");
+        let key = key.clone();
+        tokio::spawn(async move {
+            client
+                .post(url)
+                .bearer_auth(key)
+                .json(&slow)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        })
+    };
+    let held = eventually(Duration::from_secs(2), || async {
+        status_of(&app, &budget).await["reserved_usd"] == usd(ESTIMATE_NANOS).as_str()
+    })
+    .await;
+    assert!(held, "{}", status_of(&app, &budget).await);
+    assert_eq!(in_flight.await.unwrap(), 200);
+    let settled = eventually(Duration::from_secs(3), || async {
+        let status = status_of(&app, &budget).await;
+        status["reserved_usd"] == "0" && status["spent_usd"] == usd(ACTUAL_NANOS).as_str()
+    })
+    .await;
+    assert!(settled, "{}", status_of(&app, &budget).await);
+    // A failed attempt releases everything; a stream settles like an answer.
+    let mut failing = request();
+    failing["fake"] = json!("server_error");
+    assert_eq!(chat(&app, &key, &failing).await.status(), 500);
+    let mut streamed = request();
+    streamed["stream"] = json!(true);
+    let response = chat(&app, &key, &streamed).await;
+    assert_eq!(response.status(), 200);
+    let text = response.text().await.unwrap();
+    assert!(text.contains("[DONE]"), "{text}");
+    // A client that hangs up mid-stream: the attempt is still recorded and
+    // its reservation settled.
+    let mut stalled = request();
+    stalled["stream"] = json!(true);
+    stalled["fake"] = json!("stall_stream");
+    let response = chat(&app, &key, &stalled).await;
+    drop(response);
+    let settled = eventually(Duration::from_secs(5), || async {
+        let status = status_of(&app, &budget).await;
+        status["reserved_usd"] == "0" && status["spent_usd"] != usd(ACTUAL_NANOS).as_str()
+    })
+    .await;
+    let status = status_of(&app, &budget).await;
+    assert!(settled, "{status}");
+    let records = app.all_records().await;
+    assert_eq!(records.len(), 4, "{records:?}");
+    let spent: i64 = records
+        .iter()
+        .map(|record| record["cost_nano_usd"].as_i64().unwrap_or(0))
+        .sum();
+    assert_eq!(status["spent_usd"], usd(spent));
+    app.stop().await;
+}

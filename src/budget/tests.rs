@@ -154,3 +154,64 @@ fn rollover_follows_the_policy_and_never_compounds() {
         );
     }
 }
+
+fn budget(amount_usd: i64, thresholds: Vec<u32>) -> super::Budget {
+    super::Budget {
+        id: uuid::Uuid::nil(),
+        org_id: "acme".to_owned(),
+        scope: super::Scope::default(),
+        budget_type: BudgetType::Monthly,
+        amount: NanoUsd::from_nanos(amount_usd * 1_000_000_000),
+        soft_limit_percents: thresholds,
+        hard_limit: true,
+        rollover_policy: RolloverPolicy::None,
+        rollover_cap: None,
+        reset_date: super::DEFAULT_RESET_DATE,
+        timezone: chrono_tz::UTC,
+        created_at: utc("2026-01-01T00:00:00Z"),
+        updated_at: utc("2026-01-01T00:00:00Z"),
+    }
+}
+
+#[test]
+fn status_projects_exhaustion_at_the_average_rate_and_names_the_state() {
+    use super::status::{BudgetState, status};
+    let usd = |dollars: i64| NanoUsd::from_nanos(dollars * 1_000_000_000);
+    let monthly = budget(100, vec![80]);
+    // 10 days into November, $50 spent: $5 a day, $50 left, 10 more days.
+    let now = utc("2026-11-11T00:00:00Z");
+    let half = status(&monthly, now, usd(50), NanoUsd::ZERO, usd(5));
+    assert_eq!(half.period.start, utc("2026-11-01T00:00:00Z"));
+    assert_eq!(half.period.end, utc("2026-12-01T00:00:00Z"));
+    assert_eq!(half.projected_exhaustion, Some(utc("2026-11-21T00:00:00Z")));
+    assert_eq!(half.remaining, usd(45), "limit - spent - reserved");
+    assert_eq!(half.state, BudgetState::Ok);
+    // $20 spent: the limit would last past the period's end, so no date.
+    let slow = status(&monthly, now, usd(20), NanoUsd::ZERO, NanoUsd::ZERO);
+    assert_eq!(slow.projected_exhaustion, None);
+    // Nothing spent: no rate, no date.
+    assert_eq!(
+        status(&monthly, now, NanoUsd::ZERO, NanoUsd::ZERO, NanoUsd::ZERO).projected_exhaustion,
+        None
+    );
+    // Past the lowest threshold: warning; at the limit: exceeded, nothing left.
+    assert_eq!(
+        status(&monthly, now, usd(80), NanoUsd::ZERO, NanoUsd::ZERO).state,
+        BudgetState::Warning
+    );
+    let over = status(&monthly, now, usd(130), NanoUsd::ZERO, NanoUsd::ZERO);
+    assert_eq!(
+        (over.state, over.remaining, over.projected_exhaustion),
+        (BudgetState::Exceeded, NanoUsd::ZERO, None)
+    );
+    // Overspend carried over shrinks the limit; it never goes below zero.
+    let mut carried = budget(100, vec![50, 90]);
+    carried.rollover_policy = RolloverPolicy::CarryOverage;
+    let shrunk = status(&carried, now, usd(10), usd(130), NanoUsd::ZERO);
+    assert_eq!((shrunk.rollover, shrunk.limit), (usd(-30), usd(70)));
+    let gone = status(&carried, now, usd(0), usd(300), NanoUsd::ZERO);
+    assert_eq!(
+        (gone.limit, gone.state),
+        (NanoUsd::ZERO, BudgetState::Exceeded)
+    );
+}
