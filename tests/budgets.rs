@@ -321,11 +321,13 @@ async fn budgets_are_created_read_changed_and_deleted() {
 
 #[tokio::test]
 async fn status_counts_gateway_and_ingested_spend() {
-    let upstream = upstream().await;
-    let database = TestDatabase::sqlite();
-    let store = connect_store(&database.url).await;
-    let key = create_key(&store, "acme", None).await;
-    let app = spawn_app(config(&database, &upstream, "a")).await;
+    let Single {
+        upstream: _upstream,
+        database: _database,
+        store: _,
+        key,
+        app,
+    } = single().await;
     let budget = create_budget(
         &app,
         json!({"org_id": "acme", "budget_type": "daily", "budget_amount_usd": "0.001"}),
@@ -638,11 +640,13 @@ async fn budgets_apply_only_to_their_provider_user_and_key() {
 
 #[tokio::test]
 async fn soft_thresholds_are_recorded_once_per_period() {
-    let upstream = upstream().await;
-    let database = TestDatabase::sqlite();
-    let store = connect_store(&database.url).await;
-    let key = create_key(&store, "acme", None).await;
-    let app = spawn_app(config(&database, &upstream, "a")).await;
+    let Single {
+        upstream: _upstream,
+        database: _database,
+        store,
+        key,
+        app,
+    } = single().await;
     // Two requests reach 50%, four pass 100% (of a soft budget).
     let amount = usd(4 * ACTUAL_NANOS - 1);
     let budget = create_budget(
@@ -759,6 +763,30 @@ async fn a_database_outage_fails_budgeted_keys_closed_and_others_open() {
     assert_eq!(chat(&restarted, &budgeted, &request()).await.status(), 429);
     restarted.stop().await;
     store.close().await;
+}
+
+/// One gateway on SQLite and a key of `acme`.
+struct Single {
+    upstream: Upstream,
+    database: TestDatabase,
+    store: Store,
+    key: String,
+    app: TestApp,
+}
+
+async fn single() -> Single {
+    let upstream = upstream().await;
+    let database = TestDatabase::sqlite();
+    let store = connect_store(&database.url).await;
+    let key = create_key(&store, "acme", None).await;
+    let app = spawn_app(config(&database, &upstream, "a")).await;
+    Single {
+        upstream,
+        database,
+        store,
+        key,
+        app,
+    }
 }
 
 /// Spend recorded at `at` through the ingest API.
@@ -904,11 +932,13 @@ async fn rollover_and_time_zones_follow_the_ledger_across_period_boundaries() {
 /// abandoned by its client.
 #[tokio::test]
 async fn reservations_are_held_in_flight_and_settled_when_requests_end() {
-    let upstream = upstream().await;
-    let database = TestDatabase::sqlite();
-    let store = connect_store(&database.url).await;
-    let key = create_key(&store, "acme", None).await;
-    let app = spawn_app(config(&database, &upstream, "a")).await;
+    let Single {
+        upstream: _upstream,
+        database: _database,
+        store: _,
+        key,
+        app,
+    } = single().await;
     let budget = create_budget(
         &app,
         json!({"org_id": "acme", "budget_type": "daily", "budget_amount_usd": "1", "hard_limit": true}),
