@@ -2,6 +2,7 @@
 //! Modules in reading order: vocabulary, domain logic, storage, the recorder,
 //! the HTTP surface, then assembly.
 
+pub mod alerts;
 pub mod app;
 pub mod auth;
 pub mod budget;

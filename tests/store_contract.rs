@@ -55,6 +55,7 @@ contract_tests!(
     migrating_twice_is_harmless,
     rollups_are_selected_by_days_in_the_server_time_zone,
     batches_of_awkward_sizes_are_stored_and_rolled_up_whole,
+    alert_rules_read_minute_counts_and_daily_spend,
 );
 
 fn at(day: u32, hour: u32) -> DateTime<Utc> {
@@ -200,6 +201,76 @@ async fn batches_of_awkward_sizes_are_stored_and_rolled_up_whole(store: Store) {
     let cost: i64 = rollups.iter().map(|(_, delta)| delta.cost_nano_usd).sum();
     assert_eq!(requests, stored as i64);
     assert_eq!(cost, stored as i64);
+}
+
+/// The alert rules' inputs are the ledger's sums, whichever batches the
+/// records came in.
+async fn alert_rules_read_minute_counts_and_daily_spend(store: Store) {
+    let now = Utc::now();
+    let mut records = Vec::new();
+    for index in 0..30 {
+        let mut entry = record(
+            now - Duration::minutes(index % 20),
+            "acme",
+            "gpt-4o",
+            Some(1_000),
+        );
+        if index % 3 == 0 {
+            entry.status = RecordStatus::Error;
+            entry.cost = Some(NanoUsd::ZERO);
+        }
+        if index == 3 {
+            entry.error_type = Some("quota_exceeded".to_owned());
+        }
+        if index % 10 == 9 {
+            entry.provider = Provider::OpenRouter;
+            entry.model = "openai/gpt-4o".to_owned();
+        }
+        records.push(entry);
+    }
+    // An old record, outside the window and another day.
+    records.push(record(
+        now - Duration::days(2),
+        "acme",
+        "gpt-4o",
+        Some(5_000),
+    ));
+    for chunk in records.chunks(7) {
+        store.insert_usage(chunk, chrono_tz::UTC).await.unwrap();
+    }
+    let counts = store
+        .window_counts(now - Duration::minutes(30))
+        .await
+        .unwrap();
+    let find = |provider: Provider, model: Option<&str>| {
+        counts
+            .iter()
+            .find(|count| count.provider == provider && count.model.as_deref() == model)
+            .map(|count| (count.requests, count.errors, count.quota_errors))
+    };
+    // 30 records: 3 on OpenRouter (indices 9, 19, 29; 9 is an error).
+    assert_eq!(find(Provider::OpenAi, Some("gpt-4o")), Some((27, 9, 1)));
+    assert_eq!(
+        find(Provider::OpenRouter, Some("openai/gpt-4o")),
+        Some((3, 1, 0))
+    );
+    assert_eq!(find(Provider::OpenAi, None), Some((27, 9, 1)));
+    assert_eq!(counts.len(), 4);
+    let today = now.date_naive();
+    let spends = store.daily_spend(today).await.unwrap();
+    let spent = |provider: Option<Provider>| {
+        spends
+            .iter()
+            .find(|spend| spend.org_id == "acme" && spend.provider == provider)
+            .map(|spend| spend.spent.nanos())
+    };
+    // Records at now - 0..19 minutes may straddle midnight UTC; count them.
+    let expected: i64 = records
+        .iter()
+        .filter(|entry| entry.created_at.date_naive() == today)
+        .map(|entry| entry.cost.map_or(0, NanoUsd::nanos))
+        .sum();
+    assert_eq!(spent(None), Some(expected));
 }
 
 async fn filters_select_exactly_the_matching_records(store: Store) {

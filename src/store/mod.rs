@@ -6,6 +6,7 @@
 //! migrations with the same numbers and names, and its own native types.
 //! SQL is written here as literals and filters are bound, never formatted in.
 
+mod alerts;
 mod budgets;
 mod error;
 mod keys;

@@ -18,6 +18,7 @@ use uuid::Uuid;
 use super::budgets;
 use super::rows::{self, UsageRow};
 use super::{BatchOutcome, Cursor, MigrationReport, RecordFilter, RecordPage, StoreError};
+use crate::alerts;
 use crate::budget;
 use crate::config::DatabaseConfig;
 use crate::rollup::{self, RollupDelta, RollupKey};
@@ -120,6 +121,8 @@ impl PostgresStore {
             .collect();
         let spend = budget::spend::spend_deltas(inserted.iter().copied());
         budgets::add_spend_postgres(&mut transaction, &spend).await?;
+        let minutes = alerts::minutes::minute_deltas(inserted.iter().copied());
+        super::alerts::add_minutes_postgres(&mut transaction, &minutes).await?;
         let deltas = rollup::rollup(inserted.iter().copied(), timezone);
         if !deltas.is_empty() {
             let now = Utc::now();

@@ -19,6 +19,7 @@ use uuid::Uuid;
 use super::budgets;
 use super::rows::{self, UsageRow};
 use super::{BatchOutcome, Cursor, MigrationReport, RecordFilter, RecordPage, StoreError};
+use crate::alerts;
 use crate::budget;
 use crate::config::DatabaseConfig;
 use crate::rollup::{self, RollupDelta, RollupKey};
@@ -156,6 +157,10 @@ impl SqliteStore {
         let spend = budget::spend::spend_deltas(inserted.iter().copied());
         for run in statement_runs(&spend) {
             budgets::add_spend_sqlite(&mut transaction, run).await?;
+        }
+        let minutes = alerts::minutes::minute_deltas(inserted.iter().copied());
+        for run in statement_runs(&minutes) {
+            super::alerts::add_minutes_sqlite(&mut transaction, run).await?;
         }
         let now = Utc::now().timestamp_micros();
         for run in statement_runs(&deltas) {
