@@ -14,12 +14,15 @@ use std::time::Duration;
 
 use tokio_util::task::TaskTracker;
 
+use crate::alerts::evaluator::{Evaluator, EvaluatorSettings, error_thresholds, spend_thresholds};
+use crate::alerts::rules::SpendThresholds;
 use crate::auth::Authenticator;
 use crate::budget::enforcer::{Budgets, EnforcerSettings};
 use crate::config::Config;
 use crate::gateway::Gateway;
 use crate::gateway::routing::Routing;
 use crate::http::{self, AppState, Services};
+use crate::money::{NANOS_PER_USD, NanoUsd};
 use crate::pricing::{CatalogError, Pricing, configured_model_price};
 use crate::providers::Providers;
 use crate::recorder::{Recorder, RecorderSettings, RecorderTask, SpoolError};
@@ -146,10 +149,30 @@ impl App {
         let store = state.store.clone();
         let tasks = state.tasks.clone();
         let budgets = state.budgets.clone();
-        let (stop_budgets, budget_loop) = start_budget_sync(
-            state.budgets.clone(),
-            Duration::from_millis(state.config.budgets.sync_interval_ms.max(10)),
-        );
+        let (stop_budgets, budget_loop) = {
+            let budgets = state.budgets.clone();
+            start_periodic(
+                Duration::from_millis(state.config.budgets.sync_interval_ms.max(10)),
+                move || {
+                    let budgets = budgets.clone();
+                    async move { budgets.sync().await }
+                },
+            )
+        };
+        let (stop_alerts, alert_loop) = {
+            let evaluator = Evaluator::new(store.clone(), evaluator_settings(&state.config));
+            start_periodic(
+                Duration::from_secs(state.config.alerts.evaluate_interval_seconds.max(1)),
+                move || {
+                    let evaluator = evaluator.clone();
+                    async move {
+                        if let Err(error) = evaluator.evaluate(chrono::Utc::now()).await {
+                            tracing::warn!(%error, "cannot evaluate the alert rules");
+                        }
+                    }
+                },
+            )
+        };
         let router = http::router(state);
         tracing::info!(address = %listener.local_addr().map_err(AppError::Serve)?, "serving");
         // Without TCP_NODELAY, small writes (one SSE event each) wait on
@@ -167,6 +190,10 @@ impl App {
         tasks.close();
         tasks.wait().await;
         let _ = stop_budgets.send(());
+        let _ = stop_alerts.send(());
+        if let Err(error) = alert_loop.await {
+            tracing::error!(%error, "the alert evaluation task failed");
+        }
         if let Err(error) = budget_loop.await {
             tracing::error!(%error, "the budget sync task failed");
         }
@@ -192,12 +219,16 @@ fn enforcer_settings(config: &Config) -> EnforcerSettings {
     }
 }
 
-/// Renews budget claims, re-reads definitions and checks soft thresholds
-/// every `interval` until told to stop.
-fn start_budget_sync(
-    budgets: Budgets,
+/// Runs `work` every `interval` until told to stop (a missed tick waits
+/// for the previous round to finish).
+fn start_periodic<F, Fut>(
     interval: Duration,
-) -> (oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
+    mut work: F,
+) -> (oneshot::Sender<()>, tokio::task::JoinHandle<()>)
+where
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send,
+{
     let (stop, mut stopped) = oneshot::channel::<()>();
     #[allow(
         clippy::disallowed_methods,
@@ -209,11 +240,43 @@ fn start_budget_sync(
         loop {
             tokio::select! {
                 _ = &mut stopped => break,
-                _ = ticker.tick() => budgets.sync().await,
+                _ = ticker.tick() => work().await,
             }
         }
     });
     (stop, handle)
+}
+
+/// The alert rules' settings from the configuration (validated when it
+/// was loaded).
+pub fn evaluator_settings(config: &Config) -> EvaluatorSettings {
+    let alerts = &config.alerts;
+    let fallback = SpendThresholds {
+        medium: NanoUsd::from_nanos(10 * NANOS_PER_USD),
+        high: NanoUsd::from_nanos(25 * NANOS_PER_USD),
+        critical: NanoUsd::from_nanos(50 * NANOS_PER_USD),
+    };
+    EvaluatorSettings {
+        high_usage: spend_thresholds(&alerts.high_usage_usd).unwrap_or(fallback),
+        high_usage_by_org: alerts
+            .orgs
+            .iter()
+            .map(|(org, settings)| {
+                (
+                    org.clone(),
+                    spend_thresholds(&settings.high_usage_usd).unwrap_or(fallback),
+                )
+            })
+            .collect(),
+        errors: error_thresholds(
+            alerts.error_rate_high_percent,
+            alerts.error_rate_critical_percent,
+            alerts.error_rate_min_requests,
+        ),
+        error_window: Duration::from_secs(alerts.error_rate_window_minutes.max(1) * 60),
+        resolve_hold: Duration::from_secs(alerts.resolve_hold_minutes * 60),
+        timezone: config.server.timezone,
+    }
 }
 
 /// The built-in catalog with the configured prices laid over it.

@@ -82,6 +82,27 @@ pub struct Config {
     pub ingest: IngestConfig,
     pub pricing: PricingConfig,
     pub budgets: BudgetsConfig,
+    pub alerts: AlertsConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertsConfig {
+    pub evaluate_interval_seconds: u64,
+    pub high_usage_usd: Vec<String>,
+    pub error_rate_window_minutes: u64,
+    pub error_rate_min_requests: u32,
+    pub error_rate_high_percent: u32,
+    pub error_rate_critical_percent: u32,
+    pub resolve_hold_minutes: u64,
+    #[serde(default)]
+    pub orgs: BTreeMap<String, OrgAlertsConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrgAlertsConfig {
+    pub high_usage_usd: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -259,6 +280,31 @@ impl Config {
         }
         if self.database.max_connections == 0 {
             return invalid("database.max_connections: must be at least 1");
+        }
+        let usage = std::iter::once((
+            "alerts.high_usage_usd".to_owned(),
+            &self.alerts.high_usage_usd,
+        ))
+        .chain(self.alerts.orgs.iter().map(|(org, settings)| {
+            (
+                format!("alerts.orgs.{org}.high_usage_usd"),
+                &settings.high_usage_usd,
+            )
+        }));
+        for (name, values) in usage {
+            if let Err(message) = crate::alerts::evaluator::spend_thresholds(values) {
+                return Err(ConfigError::Invalid(format!("{name}: {message}")));
+            }
+        }
+        if self.alerts.error_rate_high_percent > self.alerts.error_rate_critical_percent
+            || self.alerts.error_rate_critical_percent > 100
+        {
+            return invalid(
+                "alerts.error_rate_high_percent and error_rate_critical_percent: need high <= critical <= 100",
+            );
+        }
+        if self.alerts.evaluate_interval_seconds == 0 {
+            return invalid("alerts.evaluate_interval_seconds: must be at least 1");
         }
         for (name, provider) in [
             ("openai", &self.providers.openai),

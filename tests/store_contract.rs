@@ -18,34 +18,7 @@ use tollgate::usage::{
     CostStatus, Provider, RecordStatus, TaskType, TokenCounts, UsageRecord, new_request_id,
 };
 
-use common::{TestDatabase, connect_store};
-
-macro_rules! contract_tests {
-    ($($name:ident),+ $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    let database = super::TestDatabase::sqlite();
-                    super::$name(super::connect_store(&database.url).await).await;
-                }
-            )+
-        }
-        mod postgres {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    let Some(database) = super::TestDatabase::postgres().await else { return };
-                    let store = super::connect_store(&database.url).await;
-                    super::$name(store.clone()).await;
-                    store.close().await;
-                }
-            )+
-        }
-    };
-}
-
-contract_tests!(
+both_backends!(
     inserted_records_read_back_unchanged,
     a_record_inserted_twice_is_stored_and_counted_once,
     filters_select_exactly_the_matching_records,

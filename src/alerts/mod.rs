@@ -1,7 +1,8 @@
 //! Alerts: what they are, the conditions rules derive from observations
 //! ([`rules`], pure), and the evaluator that opens, escalates and resolves
-//! them (to come).
+//! them ([`evaluator`]).
 
+pub mod evaluator;
 pub mod minutes;
 pub mod rules;
 

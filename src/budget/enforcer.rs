@@ -684,7 +684,7 @@ impl Budgets {
                 budgets
                     .iter()
                     .filter(|budget| {
-                        !budget.soft_limit_percents.is_empty()
+                        (budget.hard_limit || !budget.soft_limit_percents.is_empty())
                             && active.iter().any(|spender| {
                                 spender.org_id == budget.org_id
                                     && budget.scope.covers(
@@ -700,7 +700,12 @@ impl Budgets {
         let now = Utc::now();
         for budget in &due {
             let (status, _) = self.status_parts(budget, now).await?;
-            for percent in &budget.soft_limit_percents {
+            // A hard budget's exhaustion is a threshold too: 100%.
+            let mut thresholds = budget.soft_limit_percents.clone();
+            if budget.hard_limit && !thresholds.contains(&100) {
+                thresholds.push(100);
+            }
+            for percent in &thresholds {
                 if status::reached(status.limit, status.spent, *percent)
                     && self
                         .inner

@@ -11,6 +11,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+use super::error::parse_json;
 use super::{ApiError, AppState};
 use crate::budget::status::BudgetStatus;
 use crate::budget::{self, Budget, BudgetInput, InvalidBudget};
@@ -89,27 +90,7 @@ fn invalid(error: InvalidBudget) -> ApiError {
 
 /// Parses a budget body, naming the field at fault.
 fn parse_input(body: &Bytes) -> Result<BudgetInput<'_>, ApiError> {
-    let mut deserializer = serde_json::Deserializer::from_slice(body);
-    serde_path_to_error::deserialize::<_, BudgetInput<'_>>(&mut deserializer).map_err(|error| {
-        let path = error.path().to_string();
-        let inner = error.into_inner();
-        let message = inner.to_string();
-        let message = message
-            .split(" at line ")
-            .next()
-            .unwrap_or(&message)
-            .to_owned();
-        if inner.is_syntax() || inner.is_eof() {
-            ApiError::MalformedJson(message)
-        } else if path == "." {
-            ApiError::Unprocessable {
-                param: None,
-                message,
-            }
-        } else {
-            ApiError::invalid(path, message)
-        }
-    })
+    parse_json(body)
 }
 
 async fn check_references(state: &AppState, budget: &Budget) -> Result<(), ApiError> {

@@ -261,6 +261,32 @@ impl From<GatewayError> for ApiError {
     }
 }
 
+/// Parses a JSON body into `T`, naming the field at fault: 400 for broken
+/// JSON, 422 (with `param`) for a field of the wrong type or unknown.
+pub fn parse_json<'a, T: serde::Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> {
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize::<_, T>(&mut deserializer).map_err(|error| {
+        let path = error.path().to_string();
+        let inner = error.into_inner();
+        let message = inner.to_string();
+        let message = message
+            .split(" at line ")
+            .next()
+            .unwrap_or(&message)
+            .to_owned();
+        if inner.is_syntax() || inner.is_eof() {
+            ApiError::MalformedJson(message)
+        } else if path == "." {
+            ApiError::Unprocessable {
+                param: None,
+                message,
+            }
+        } else {
+            ApiError::invalid(path, message)
+        }
+    })
+}
+
 impl From<BudgetError> for ApiError {
     fn from(error: BudgetError) -> Self {
         match error {

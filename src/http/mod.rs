@@ -1,6 +1,7 @@
 //! The HTTP surface: the only module that knows axum, headers and status
 //! codes. Handlers extract, call one function, and map the result.
 
+mod alerts;
 mod auth;
 mod budgets;
 mod error;
@@ -75,6 +76,9 @@ pub fn router(state: AppState) -> Router {
                 .delete(budgets::delete),
         )
         .route("/budgets/{id}/status", get(budgets::status))
+        .route("/alerts", get(alerts::list).post(alerts::create))
+        .route("/alerts/{id}/acknowledge", post(alerts::acknowledge))
+        .route("/alerts/{id}/resolve", post(alerts::resolve))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_admin,

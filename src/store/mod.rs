@@ -18,6 +18,7 @@ use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use uuid::Uuid;
 
+pub use alerts::AlertFilter;
 pub use budgets::{LeaseGrant, LeaseRequest};
 pub use error::StoreError;
 pub use keys::KeyRecord;

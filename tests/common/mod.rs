@@ -234,6 +234,28 @@ impl TestApp {
         }
     }
 
+    /// An admin API call: the status and the JSON body (`null` if none).
+    pub async fn admin(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        let mut request = self
+            .client
+            .request(method, self.url(path))
+            .bearer_auth(ADMIN_TOKEN);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("the server answers");
+        let status = response.status().as_u16();
+        (
+            status,
+            response.json().await.unwrap_or(serde_json::Value::Null),
+        )
+    }
+
     /// Stops the server the way SIGTERM does, and waits for it.
     pub async fn stop(mut self) {
         if let Some(stop) = self.stop.take() {
@@ -290,4 +312,32 @@ where
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Runs each `async fn(Store)` named on SQLite and on PostgreSQL (the
+/// PostgreSQL runs fail, not skip, under CI when it is unavailable).
+#[macro_export]
+macro_rules! both_backends {
+    ($($name:ident),+ $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let database = $crate::common::TestDatabase::sqlite();
+                    super::$name($crate::common::connect_store(&database.url).await).await;
+                }
+            )+
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let Some(database) = $crate::common::TestDatabase::postgres().await else { return };
+                    let store = $crate::common::connect_store(&database.url).await;
+                    super::$name(store.clone()).await;
+                    store.close().await;
+                }
+            )+
+        }
+    };
 }

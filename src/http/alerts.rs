@@ -1,0 +1,259 @@
+//! `/api/v1/alerts`: list, create custom alerts, acknowledge, resolve.
+
+use std::collections::HashMap;
+use std::str::FromStr;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use chrono::{DateTime, SubsecRound, Utc};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use super::error::parse_json;
+use super::{ApiError, AppState};
+use crate::alerts::{Alert, AlertStatus, AlertType, Applied, Condition, Severity};
+use crate::store::AlertFilter;
+use crate::usage::Provider;
+
+/// An alert as the API shows it.
+#[derive(Serialize)]
+pub struct AlertView {
+    id: Uuid,
+    object: &'static str,
+    alert_type: &'static str,
+    provider: Option<&'static str>,
+    org_id: Option<String>,
+    model: Option<String>,
+    severity: &'static str,
+    title: String,
+    message: String,
+    threshold_value: Option<String>,
+    current_value: Option<String>,
+    status: &'static str,
+    dedupe_key: Option<String>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+    acknowledged_at: Option<DateTime<Utc>>,
+    acknowledged_by: Option<String>,
+    resolved_at: Option<DateTime<Utc>>,
+    resolved_by: Option<String>,
+}
+
+impl From<&Alert> for AlertView {
+    fn from(alert: &Alert) -> Self {
+        AlertView {
+            id: alert.id,
+            object: "alert",
+            alert_type: alert.alert_type.as_str(),
+            provider: alert.provider.map(Provider::as_str),
+            org_id: alert.org_id.clone(),
+            model: alert.model.clone(),
+            severity: alert.severity.as_str(),
+            title: alert.title.clone(),
+            message: alert.message.clone(),
+            threshold_value: alert
+                .threshold_value
+                .map(|value| value.normalize().to_string()),
+            current_value: alert
+                .current_value
+                .map(|value| value.normalize().to_string()),
+            status: alert.status.as_str(),
+            dedupe_key: alert.dedupe_key.clone(),
+            created_at: alert.created_at,
+            updated_at: alert.updated_at,
+            acknowledged_at: alert.acknowledged_at,
+            acknowledged_by: alert.acknowledged_by.clone(),
+            resolved_at: alert.resolved_at,
+            resolved_by: alert.resolved_by.clone(),
+        }
+    }
+}
+
+fn parse<T: FromStr>(
+    parameters: &HashMap<String, String>,
+    name: &str,
+) -> Result<Option<T>, ApiError>
+where
+    T::Err: std::fmt::Display,
+{
+    parameters
+        .get(name)
+        .map(|value| T::from_str(value).map_err(|error| ApiError::invalid(name, error.to_string())))
+        .transpose()
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    Query(parameters): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    const KNOWN: [&str; 6] = [
+        "status",
+        "severity",
+        "alert_type",
+        "provider",
+        "org_id",
+        "limit",
+    ];
+    if let Some(unknown) = parameters
+        .keys()
+        .find(|name| !KNOWN.contains(&name.as_str()))
+    {
+        return Err(ApiError::invalid(
+            unknown.clone(),
+            format!("unknown parameter (expected one of {})", KNOWN.join(", ")),
+        ));
+    }
+    let limit: i64 = parse::<i64>(&parameters, "limit")?.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::invalid("limit", "must be 1 to 1000"));
+    }
+    let filter = AlertFilter {
+        status: parse(&parameters, "status")?,
+        severity: parse(&parameters, "severity")?,
+        alert_type: parse(&parameters, "alert_type")?,
+        provider: parse(&parameters, "provider")?,
+        org_id: parameters.get("org_id").cloned(),
+        limit,
+    };
+    let alerts = state.store.alerts(&filter).await?;
+    let data: Vec<AlertView> = alerts.iter().map(AlertView::from).collect();
+    Ok(Json(json!({ "object": "list", "data": data })))
+}
+
+/// A custom alert, with the guide's fields.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CustomAlert {
+    #[serde(default)]
+    alert_type: Option<String>,
+    #[serde(default)]
+    provider: Option<String>,
+    #[serde(default)]
+    org_id: Option<String>,
+    severity: String,
+    title: String,
+    message: String,
+    #[serde(default)]
+    threshold_value: Option<Decimal>,
+    #[serde(default)]
+    current_value: Option<Decimal>,
+    /// Alerts with the same key are one alert (it escalates in place).
+    #[serde(default)]
+    dedupe_key: Option<String>,
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<AlertView>), ApiError> {
+    let custom: CustomAlert = parse_json(&body)?;
+    let alert_type = match custom.alert_type.as_deref() {
+        None => AlertType::Custom,
+        Some(text) => AlertType::from_str(text)
+            .map_err(|error| ApiError::invalid("alert_type", error.to_string()))?,
+    };
+    let severity = Severity::from_str(&custom.severity)
+        .map_err(|error| ApiError::invalid("severity", error.to_string()))?;
+    let provider = custom
+        .provider
+        .as_deref()
+        .map(Provider::from_str)
+        .transpose()
+        .map_err(|error| ApiError::invalid("provider", error.to_string()))?;
+    for (field, text, max) in [
+        ("title", &custom.title, 300),
+        ("message", &custom.message, 4000),
+    ] {
+        if text.trim().is_empty() || text.len() > max {
+            return Err(ApiError::invalid(
+                field,
+                format!("must be 1 to {max} characters"),
+            ));
+        }
+    }
+    let now = Utc::now().trunc_subsecs(6);
+    let condition = Condition {
+        alert_type,
+        dedupe_key: custom
+            .dedupe_key
+            .unwrap_or_else(|| format!("custom:{}", Uuid::now_v7())),
+        org_id: custom.org_id,
+        provider,
+        model: None,
+        severity,
+        title: custom.title,
+        message: custom.message,
+        threshold_value: custom.threshold_value,
+        current_value: custom.current_value,
+    };
+    let (status, id) = match state.store.apply_condition(&condition, now).await? {
+        Applied::Created(id) => (StatusCode::CREATED, id),
+        Applied::Escalated(id) | Applied::Unchanged(id) => (StatusCode::OK, id),
+        Applied::Suppressed => {
+            return Err(ApiError::invalid(
+                "dedupe_key",
+                "an alert with this key was resolved and its condition has not cleared",
+            ));
+        }
+    };
+    let alert = state
+        .store
+        .alert(id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no alert {id}")))?;
+    Ok((status, Json(AlertView::from(&alert))))
+}
+
+/// Who acts: `{"by": "…"}` in the body, else the admin token's holder.
+fn actor(body: &Bytes) -> Result<String, ApiError> {
+    if body.is_empty() {
+        return Ok("admin".to_owned());
+    }
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct By {
+        by: Option<String>,
+    }
+    let by: By =
+        serde_json::from_slice(body).map_err(|error| ApiError::invalid("by", error.to_string()))?;
+    Ok(by
+        .by
+        .filter(|by| !by.trim().is_empty())
+        .unwrap_or_else(|| "admin".to_owned()))
+}
+
+async fn change(
+    state: &AppState,
+    id: &str,
+    to: AlertStatus,
+    body: &Bytes,
+) -> Result<Json<AlertView>, ApiError> {
+    let id = Uuid::parse_str(id).map_err(|_| ApiError::NotFound(format!("no alert `{id}`")))?;
+    let by = actor(body)?;
+    let alert = state
+        .store
+        .change_alert_status(id, to, Some(&by), Utc::now().trunc_subsecs(6))
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no alert {id}")))?;
+    Ok(Json(AlertView::from(&alert)))
+}
+
+pub async fn acknowledge(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<AlertView>, ApiError> {
+    change(&state, &id, AlertStatus::Acknowledged, &body).await
+}
+
+pub async fn resolve(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<AlertView>, ApiError> {
+    change(&state, &id, AlertStatus::Resolved, &body).await
+}

@@ -1,0 +1,450 @@
+//! Alerts: the evaluator's lifecycle on both backends (fire once, escalate
+//! in place, resolve when the condition clears, stay resolved after a
+//! person resolves them, one alert across concurrent evaluators), and the
+//! alerts API.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::disallowed_methods,
+    reason = "tests fail loudly and run their own tasks"
+)]
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
+use tollgate::alerts::evaluator::{Evaluator, EvaluatorSettings, error_thresholds};
+use tollgate::alerts::rules::SpendThresholds;
+use tollgate::alerts::{AlertEventKind, AlertStatus, AlertType, Severity};
+use tollgate::money::NanoUsd;
+use tollgate::store::{AlertFilter, Store};
+use tollgate::usage::{
+    CostStatus, Provider, RecordStatus, TaskType, TokenCounts, UsageRecord, new_request_id,
+};
+
+use common::{TestDatabase, spawn_app, test_config};
+
+both_backends!(
+    high_usage_fires_once_escalates_in_place_and_resolves_the_next_day,
+    error_rate_fires_per_model_and_resolves_when_the_window_clears,
+    an_alert_resolved_by_a_person_stays_resolved_until_its_condition_worsens,
+    concurrent_evaluators_open_each_alert_once,
+);
+
+fn usd(dollars: i64) -> NanoUsd {
+    NanoUsd::from_nanos(dollars * 1_000_000_000)
+}
+
+fn settings() -> EvaluatorSettings {
+    EvaluatorSettings {
+        high_usage: SpendThresholds {
+            medium: usd(10),
+            high: usd(25),
+            critical: usd(50),
+        },
+        high_usage_by_org: HashMap::new(),
+        errors: error_thresholds(10, 25, 20),
+        error_window: Duration::from_secs(15 * 60),
+        resolve_hold: Duration::ZERO,
+        timezone: chrono_tz::UTC,
+    }
+}
+
+fn record(
+    at: DateTime<Utc>,
+    org: &str,
+    provider: Provider,
+    model: &str,
+    cost: NanoUsd,
+    ok: bool,
+) -> UsageRecord {
+    UsageRecord {
+        request_id: new_request_id(),
+        parent_request_id: None,
+        created_at: at,
+        org_id: org.to_owned(),
+        user_id: None,
+        api_key_id: None,
+        provider,
+        model: model.to_owned(),
+        task_type: TaskType::Chat,
+        tokens: TokenCounts::default(),
+        cost: Some(cost),
+        estimated_cost: None,
+        cost_status: CostStatus::Priced,
+        latency_ms: 100,
+        time_to_first_token_ms: None,
+        status_code: Some(if ok { 200 } else { 500 }),
+        status: if ok {
+            RecordStatus::Ok
+        } else {
+            RecordStatus::Error
+        },
+        error_type: (!ok).then(|| "upstream_error".to_owned()),
+        stream: false,
+        provider_request_id: None,
+        metadata: json!({}),
+    }
+}
+
+async fn spend(store: &Store, at: DateTime<Utc>, org: &str, dollars: i64) {
+    let entry = record(at, org, Provider::OpenAi, "gpt-4o", usd(dollars), true);
+    store.insert_usage(&[entry], chrono_tz::UTC).await.unwrap();
+}
+
+async fn open_of(store: &Store, alert_type: AlertType) -> Vec<tollgate::alerts::Alert> {
+    store.open_alerts(&[alert_type]).await.unwrap()
+}
+
+/// Noon today, so that "today" does not straddle midnight in the test.
+fn noon() -> DateTime<Utc> {
+    Utc::now()
+        .date_naive()
+        .and_hms_opt(12, 0, 0)
+        .unwrap()
+        .and_utc()
+}
+
+async fn high_usage_fires_once_escalates_in_place_and_resolves_the_next_day(store: Store) {
+    let evaluator = Evaluator::new(store.clone(), settings());
+    let now = noon();
+    spend(&store, now, "acme", 9).await;
+    assert_eq!(
+        evaluator.evaluate(now).await.unwrap().created,
+        0,
+        "$9 is under $10"
+    );
+    spend(&store, now, "acme", 2).await;
+    let first = evaluator.evaluate(now).await.unwrap();
+    // The org and the org on OpenAI: two scopes, one alert each.
+    assert_eq!((first.created, first.escalated), (2, 0));
+    let again = evaluator.evaluate(now).await.unwrap();
+    assert_eq!((again.created, again.escalated), (0, 0), "fires once");
+    let open = open_of(&store, AlertType::HighUsage).await;
+    assert_eq!(open.len(), 2);
+    assert!(open.iter().all(|alert| alert.severity == Severity::Medium));
+    let org_alert = open
+        .iter()
+        .find(|alert| alert.provider.is_none())
+        .unwrap()
+        .clone();
+    assert_eq!(org_alert.current_value.unwrap().to_string(), "11");
+    // Acknowledged, then worse: the same alert escalates and is active again.
+    store
+        .change_alert_status(org_alert.id, AlertStatus::Acknowledged, Some("ops"), now)
+        .await
+        .unwrap();
+    spend(&store, now, "acme", 20).await;
+    let worse = evaluator.evaluate(now).await.unwrap();
+    assert_eq!((worse.created, worse.escalated), (0, 2));
+    let escalated = store.alert(org_alert.id).await.unwrap().unwrap();
+    assert_eq!(escalated.severity, Severity::High);
+    assert_eq!(escalated.status, AlertStatus::Active);
+    assert_eq!(escalated.acknowledged_by.as_deref(), Some("ops"));
+    spend(&store, now, "acme", 20).await;
+    evaluator.evaluate(now).await.unwrap();
+    assert_eq!(
+        store.alert(org_alert.id).await.unwrap().unwrap().severity,
+        Severity::Critical
+    );
+    let history: Vec<(AlertEventKind, Severity)> = store
+        .alert_events(org_alert.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(event, severity, _, _)| (event, severity))
+        .collect();
+    assert_eq!(
+        history,
+        vec![
+            (AlertEventKind::Created, Severity::Medium),
+            (AlertEventKind::Acknowledged, Severity::Medium),
+            (AlertEventKind::Escalated, Severity::High),
+            (AlertEventKind::Escalated, Severity::Critical),
+        ]
+    );
+    // A new day: yesterday's spend no longer holds, the alerts resolve.
+    let tomorrow = now + chrono::Duration::days(1);
+    let next_day = evaluator.evaluate(tomorrow).await.unwrap();
+    assert_eq!(next_day.resolved, 2);
+    assert!(open_of(&store, AlertType::HighUsage).await.is_empty());
+    let resolved = store.alert(org_alert.id).await.unwrap().unwrap();
+    assert_eq!(
+        (resolved.status, resolved.resolved_by),
+        (AlertStatus::Resolved, None)
+    );
+}
+
+async fn error_rate_fires_per_model_and_resolves_when_the_window_clears(store: Store) {
+    let evaluator = Evaluator::new(store.clone(), settings());
+    let now = Utc::now();
+    let mut records = Vec::new();
+    // OpenRouter gpt-4o: 30 requests, 9 failing (30%: critical).
+    for index in 0..30 {
+        records.push(record(
+            now,
+            "acme",
+            Provider::OpenRouter,
+            "openai/gpt-4o",
+            usd(0),
+            index % 10 >= 3,
+        ));
+    }
+    // OpenAI: 40 requests, 2 failing (5%): nothing.
+    for index in 0..40 {
+        records.push(record(
+            now,
+            "acme",
+            Provider::OpenAi,
+            "gpt-4o",
+            usd(0),
+            index >= 2,
+        ));
+    }
+    // Local: 10 requests all failing, but under the 20-request minimum.
+    for _ in 0..10 {
+        records.push(record(
+            now,
+            "acme",
+            Provider::Local,
+            "llama3",
+            usd(0),
+            false,
+        ));
+    }
+    store.insert_usage(&records, chrono_tz::UTC).await.unwrap();
+    let evaluation = evaluator.evaluate(now).await.unwrap();
+    let open = open_of(&store, AlertType::ErrorRate).await;
+    let mut keys: Vec<(&str, Severity)> = open
+        .iter()
+        .map(|alert| (alert.dedupe_key.as_deref().unwrap(), alert.severity))
+        .collect();
+    keys.sort();
+    // The model and its provider as a whole (30 requests, 9 failing).
+    assert_eq!(
+        keys,
+        vec![
+            ("error_rate:openrouter:*", Severity::Critical),
+            ("error_rate:openrouter:openai/gpt-4o", Severity::Critical),
+        ],
+        "{evaluation:?}"
+    );
+    assert_eq!(open[0].current_value.unwrap().to_string(), "30");
+    // Twenty minutes on, the window holds none of it: resolved.
+    let later = now + chrono::Duration::minutes(20);
+    assert_eq!(evaluator.evaluate(later).await.unwrap().resolved, 2);
+    assert!(open_of(&store, AlertType::ErrorRate).await.is_empty());
+}
+
+async fn an_alert_resolved_by_a_person_stays_resolved_until_its_condition_worsens(store: Store) {
+    let evaluator = Evaluator::new(store.clone(), settings());
+    let now = noon();
+    spend(&store, now, "globex", 12).await;
+    evaluator.evaluate(now).await.unwrap();
+    let open = open_of(&store, AlertType::HighUsage).await;
+    assert_eq!(open.len(), 2);
+    for alert in &open {
+        store
+            .change_alert_status(alert.id, AlertStatus::Resolved, Some("ops"), now)
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        evaluator.evaluate(now).await.unwrap().created,
+        0,
+        "not reopened at the same severity"
+    );
+    assert!(open_of(&store, AlertType::HighUsage).await.is_empty());
+    spend(&store, now, "globex", 20).await;
+    assert_eq!(
+        evaluator.evaluate(now).await.unwrap().created,
+        2,
+        "reopened when worse"
+    );
+    let reopened = open_of(&store, AlertType::HighUsage).await;
+    assert!(
+        reopened
+            .iter()
+            .all(|alert| alert.severity == Severity::High)
+    );
+    let listed = store
+        .alerts(&AlertFilter {
+            org_id: Some("globex".to_owned()),
+            limit: 100,
+            ..AlertFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 4, "two resolved, two open");
+}
+
+async fn concurrent_evaluators_open_each_alert_once(store: Store) {
+    let now = noon();
+    spend(&store, now, "initech", 60).await;
+    let evaluators: Vec<Evaluator> = (0..4)
+        .map(|_| Evaluator::new(store.clone(), settings()))
+        .collect();
+    let results =
+        futures_util::future::join_all(evaluators.iter().map(|evaluator| evaluator.evaluate(now)))
+            .await;
+    let created: usize = results
+        .into_iter()
+        .map(|result| result.unwrap().created)
+        .sum();
+    assert_eq!(created, 2, "one alert per scope across four evaluators");
+    let open = open_of(&store, AlertType::HighUsage).await;
+    assert_eq!(open.len(), 2);
+    for alert in &open {
+        let events = store.alert_events(alert.id).await.unwrap();
+        assert_eq!(events.len(), 1, "one `created` event: {events:?}");
+    }
+}
+
+async fn admin(
+    app: &common::TestApp,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    app.admin(method, path, body).await
+}
+
+#[tokio::test]
+async fn the_alerts_api_creates_lists_acknowledges_and_resolves() {
+    let database = TestDatabase::sqlite();
+    let app = spawn_app(test_config(&database.url, &database.spool_dir(), &[])).await;
+    let post = reqwest::Method::POST;
+    let (status, created) = admin(
+        &app,
+        post.clone(),
+        "/api/v1/alerts",
+        Some(json!({"severity": "medium", "title": "Disk filling", "message": "80% used",
+                    "threshold_value": "80", "current_value": 81.5, "dedupe_key": "disk:db1", "provider": "local"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(created["alert_type"], "custom");
+    assert_eq!(created["status"], "active");
+    assert_eq!(created["current_value"], "81.5");
+    let id = created["id"].as_str().unwrap().to_owned();
+    // The same key, worse: the same alert escalates.
+    let (status, escalated) = admin(
+        &app,
+        post.clone(),
+        "/api/v1/alerts",
+        Some(json!({"severity": "critical", "title": "Disk filling", "message": "95% used", "dedupe_key": "disk:db1"})),
+    )
+    .await;
+    assert_eq!((status, escalated["id"].as_str()), (200, Some(id.as_str())));
+    assert_eq!(escalated["severity"], "critical");
+    let (status, acknowledged) = admin(
+        &app,
+        post.clone(),
+        &format!("/api/v1/alerts/{id}/acknowledge"),
+        Some(json!({"by": "dana"})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        (
+            acknowledged["status"].as_str(),
+            acknowledged["acknowledged_by"].as_str()
+        ),
+        (Some("acknowledged"), Some("dana"))
+    );
+    let (_, listed) = admin(
+        &app,
+        reqwest::Method::GET,
+        "/api/v1/alerts?status=acknowledged&severity=critical&provider=local",
+        None,
+    )
+    .await;
+    assert_eq!(listed["data"].as_array().unwrap().len(), 1);
+    let (_, none) = admin(
+        &app,
+        reqwest::Method::GET,
+        "/api/v1/alerts?status=active",
+        None,
+    )
+    .await;
+    assert_eq!(none["data"].as_array().unwrap().len(), 0);
+    let (status, resolved) = admin(
+        &app,
+        post.clone(),
+        &format!("/api/v1/alerts/{id}/resolve"),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (
+            status,
+            resolved["status"].as_str(),
+            resolved["resolved_by"].as_str()
+        ),
+        (200, Some("resolved"), Some("admin"))
+    );
+    // Resolving again changes nothing and is not an error.
+    let (status, _) = admin(
+        &app,
+        post.clone(),
+        &format!("/api/v1/alerts/{id}/resolve"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    for (path, body, param) in [
+        (
+            "/api/v1/alerts",
+            json!({"severity": "urgent", "title": "t", "message": "m"}),
+            "severity",
+        ),
+        (
+            "/api/v1/alerts",
+            json!({"severity": "low", "title": "", "message": "m"}),
+            "title",
+        ),
+        (
+            "/api/v1/alerts",
+            json!({"severity": "low", "title": "t", "message": "m", "alert_type": "panic"}),
+            "alert_type",
+        ),
+        (
+            "/api/v1/alerts",
+            json!({"severity": "low", "title": "t", "message": "m", "colour": "red"}),
+            "colour",
+        ),
+        (
+            "/api/v1/alerts",
+            json!({"severity": "low", "message": "m"}),
+            "",
+        ),
+    ] {
+        let (status, answer) = admin(&app, post.clone(), path, Some(body.clone())).await;
+        assert_eq!(status, 422, "{body} -> {answer}");
+        if !param.is_empty() {
+            assert_eq!(answer["error"]["param"], param, "{body} -> {answer}");
+        }
+    }
+    let (status, _) = admin(
+        &app,
+        reqwest::Method::GET,
+        "/api/v1/alerts?status=sleeping",
+        None,
+    )
+    .await;
+    assert_eq!(status, 422);
+    let (status, _) = admin(&app, post.clone(), "/api/v1/alerts/not-an-id/resolve", None).await;
+    assert_eq!(status, 404);
+    let (status, _) = admin(
+        &app,
+        post,
+        &format!("/api/v1/alerts/{}/acknowledge", uuid::Uuid::now_v7()),
+        None,
+    )
+    .await;
+    assert_eq!(status, 404);
+    app.stop().await;
+}
