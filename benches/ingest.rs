@@ -184,7 +184,7 @@ async fn bench_recorder(options: &Options, url: &str, folder: &std::path::Path) 
         pricing,
         &config.recorder.spool_dir,
         RecorderSettings::from_config(&config),
-        None,
+        tollgate::recorder::LedgerListeners::default(),
     )
     .expect("recorder");
     // Events are made batch by batch inside the timed loop, as a gateway

@@ -25,7 +25,7 @@ use crate::http::{self, AppState, Services};
 use crate::money::{NANOS_PER_USD, NanoUsd};
 use crate::pricing::{CatalogError, Pricing, configured_model_price};
 use crate::providers::Providers;
-use crate::recorder::{Recorder, RecorderSettings, RecorderTask, SpoolError};
+use crate::recorder::{LedgerListeners, Recorder, RecorderSettings, RecorderTask, SpoolError};
 use crate::store::{MigrationReport, Store, StoreError};
 
 /// Why the server could not start or stopped with an error.
@@ -55,6 +55,8 @@ pub struct App {
     state: AppState,
     recorder_task: RecorderTask,
     migrations: MigrationReport,
+    /// Told when records reach the ledger (wakes the alert evaluator).
+    ledger_changed: Arc<tokio::sync::Notify>,
 }
 
 impl App {
@@ -70,6 +72,7 @@ impl App {
             .await
             .map_err(|source| AppError::Bind { address, source })?;
         let budgets = Budgets::new(store.clone(), enforcer_settings(&config));
+        let ledger_changed = Arc::new(tokio::sync::Notify::new());
         if let Err(error) = budgets.refresh().await {
             tracing::warn!(%error, "cannot read budget definitions; retrying in the background");
         }
@@ -78,7 +81,10 @@ impl App {
             pricing,
             &config.recorder.spool_dir,
             RecorderSettings::from_config(&config),
-            Some(budgets.clone()),
+            LedgerListeners {
+                budgets: Some(budgets.clone()),
+                changed: Some(Arc::clone(&ledger_changed)),
+            },
         )?;
         let gateway = Gateway::new(
             Providers::from_config(&config)?,
@@ -111,6 +117,7 @@ impl App {
             state,
             recorder_task,
             migrations,
+            ledger_changed,
         })
     }
 
@@ -143,6 +150,7 @@ impl App {
             listener,
             state,
             recorder_task,
+            ledger_changed,
             ..
         } = self;
         let recorder = state.recorder.clone();
@@ -153,6 +161,7 @@ impl App {
             let budgets = state.budgets.clone();
             start_periodic(
                 Duration::from_millis(state.config.budgets.sync_interval_ms.max(10)),
+                None,
                 move || {
                     let budgets = budgets.clone();
                     async move { budgets.sync().await }
@@ -161,8 +170,11 @@ impl App {
         };
         let (stop_alerts, alert_loop) = {
             let evaluator = Evaluator::new(store.clone(), evaluator_settings(&state.config));
+            // Records arriving wake it too, at most every two seconds, so that
+            // spend and quota alerts need not wait for the next round.
             start_periodic(
                 Duration::from_secs(state.config.alerts.evaluate_interval_seconds.max(1)),
+                Some((ledger_changed, Duration::from_secs(2))),
                 move || {
                     let evaluator = evaluator.clone();
                     async move {
@@ -220,9 +232,11 @@ fn enforcer_settings(config: &Config) -> EnforcerSettings {
 }
 
 /// Runs `work` every `interval` until told to stop (a missed tick waits
-/// for the previous round to finish).
+/// for the previous round to finish), and, when `nudge` is given, also when
+/// it is notified, but no sooner than its floor after the previous round.
 fn start_periodic<F, Fut>(
     interval: Duration,
+    nudge: Option<(Arc<tokio::sync::Notify>, Duration)>,
     mut work: F,
 ) -> (oneshot::Sender<()>, tokio::task::JoinHandle<()>)
 where
@@ -237,11 +251,30 @@ where
     let handle = tokio::spawn(async move {
         let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let (notify, floor) = match nudge {
+            Some((notify, floor)) => (Some(notify), floor),
+            None => (None, Duration::ZERO),
+        };
+        let mut last = tokio::time::Instant::now();
         loop {
+            let nudged = async {
+                match &notify {
+                    Some(notify) => notify.notified().await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 _ = &mut stopped => break,
-                _ = ticker.tick() => work().await,
+                _ = ticker.tick() => {}
+                () = nudged => {
+                    tokio::select! {
+                        _ = &mut stopped => break,
+                        () = tokio::time::sleep_until(last + floor) => {}
+                    }
+                }
             }
+            work().await;
+            last = tokio::time::Instant::now();
         }
     });
     (stop, handle)

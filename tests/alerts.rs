@@ -32,6 +32,7 @@ both_backends!(
     error_rate_fires_per_model_and_resolves_when_the_window_clears,
     an_alert_resolved_by_a_person_stays_resolved_until_its_condition_worsens,
     concurrent_evaluators_open_each_alert_once,
+    budget_thresholds_become_one_alert_per_period_that_escalates,
 );
 
 fn usd(dollars: i64) -> NanoUsd {
@@ -447,4 +448,128 @@ async fn the_alerts_api_creates_lists_acknowledges_and_resolves() {
     .await;
     assert_eq!(status, 404);
     app.stop().await;
+}
+
+async fn budget_thresholds_become_one_alert_per_period_that_escalates(store: Store) {
+    let evaluator = Evaluator::new(store.clone(), settings());
+    store.ensure_org("acme").await.unwrap();
+    let now = noon();
+    let input: tollgate::budget::BudgetInput<'_> = serde_json::from_str(
+        r#"{"org_id": "acme", "budget_type": "daily", "budget_amount_usd": "10", "hard_limit": true, "soft_limit_percent": [50, 80]}"#,
+    )
+    .unwrap();
+    let budget = input
+        .create(uuid::Uuid::now_v7(), now - chrono::Duration::days(3))
+        .unwrap();
+    store.insert_budget(&budget).await.unwrap();
+    let period = tollgate::budget::status::current_period(&budget, now);
+    let reach = |percent: u32, at: DateTime<Utc>| {
+        let store = store.clone();
+        let id = budget.id;
+        let start = tollgate::budget::status::current_period(&budget, at).start;
+        async move {
+            store
+                .record_threshold_event(
+                    id,
+                    start,
+                    percent,
+                    usd(10),
+                    usd(i64::from(percent) / 10),
+                    at,
+                )
+                .await
+                .unwrap()
+        }
+    };
+    assert!(reach(50, now).await);
+    assert_eq!(evaluator.evaluate(now).await.unwrap().created, 1);
+    let open = open_of(&store, AlertType::Budget).await;
+    assert_eq!((open.len(), open[0].severity), (1, Severity::Medium));
+    assert_eq!(
+        open[0].dedupe_key.as_deref(),
+        Some(format!("budget:{}:{}", budget.id, period.start.timestamp()).as_str())
+    );
+    assert!(reach(80, now).await);
+    assert!(
+        !reach(80, now).await,
+        "a threshold is recorded once per period"
+    );
+    assert_eq!(
+        evaluator.evaluate(now).await.unwrap().escalated,
+        0,
+        "80% is still medium"
+    );
+    assert!(reach(100, now).await);
+    let exhausted = evaluator.evaluate(now).await.unwrap();
+    assert_eq!((exhausted.created, exhausted.escalated), (0, 1));
+    let alert = store.alert(open[0].id).await.unwrap().unwrap();
+    assert_eq!(
+        alert.severity,
+        Severity::Critical,
+        "a hard budget exhausted"
+    );
+    // The next period: the alert resolves; nothing new until thresholds are
+    // reached again.
+    let tomorrow = now + chrono::Duration::days(1);
+    let next = evaluator.evaluate(tomorrow).await.unwrap();
+    assert_eq!((next.created, next.resolved), (0, 1));
+}
+
+/// Records arriving wake the evaluator: a provider's quota error becomes an
+/// alert within seconds, not at the next 30-second round.
+#[tokio::test]
+async fn a_quota_error_through_the_gateway_raises_an_alert_within_seconds() {
+    let (router, _received) = tollgate::fake_upstream::router_with_log();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream = format!("http://{}/openai/v1", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    let database = TestDatabase::sqlite();
+    let store = common::connect_store(&database.url).await;
+    let key = common::create_key(&store, "acme", None).await;
+    let app = spawn_app(test_config(
+        &database.url,
+        &database.spool_dir(),
+        &[
+            ("providers.openai.base_url", &upstream),
+            ("providers.openai.api_key", "sk-test"),
+            ("alerts.evaluate_interval_seconds", "30"),
+        ],
+    ))
+    .await;
+    // The first round runs at start; wait it out so the next is 30 s away.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let response = app
+        .client
+        .post(app.url("/v1/chat/completions"))
+        .bearer_auth(&key)
+        .json(&json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "fake": "quota"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 429);
+    let raised = common::eventually(Duration::from_secs(6), || async {
+        let (_, alerts) = app
+            .admin(
+                reqwest::Method::GET,
+                "/api/v1/alerts?alert_type=quota_exceeded",
+                None,
+            )
+            .await;
+        alerts["data"]
+            .as_array()
+            .is_some_and(|data| data.len() == 1)
+    })
+    .await;
+    assert!(raised, "no quota alert within 6 s");
+    let (_, alerts) = app
+        .admin(
+            reqwest::Method::GET,
+            "/api/v1/alerts?alert_type=quota_exceeded",
+            None,
+        )
+        .await;
+    assert_eq!(alerts["data"][0]["provider"], "openai");
+    assert_eq!(alerts["data"][0]["severity"], "high");
+    app.stop().await;
+    store.close().await;
 }

@@ -46,6 +46,14 @@ pub(crate) enum Command {
     Shutdown(oneshot::Sender<()>),
 }
 
+/// Who hears about records once they are in the ledger (or refused for
+/// good): budget reservations let go, and the alert evaluator is nudged.
+#[derive(Debug, Clone, Default)]
+pub struct LedgerListeners {
+    pub budgets: Option<Budgets>,
+    pub changed: Option<Arc<tokio::sync::Notify>>,
+}
+
 /// A cheap, cloneable handle to the background writer.
 #[derive(Debug, Clone)]
 pub struct Recorder {
@@ -98,7 +106,7 @@ impl Recorder {
         pricing: Arc<Pricing>,
         spool_dir: &std::path::Path,
         settings: RecorderSettings,
-        budgets: Option<Budgets>,
+        listeners: LedgerListeners,
     ) -> Result<(Recorder, RecorderTask), SpoolError> {
         let spool = spool::Spool::open(spool_dir)?;
         let (sender, receiver) = mpsc::unbounded_channel();
@@ -109,7 +117,7 @@ impl Recorder {
             settings.clone(),
             receiver,
             Arc::clone(&queued),
-            budgets,
+            listeners,
         );
         // The writer is the recorder's one task; `RecorderTask::shutdown`
         // waits for it, so nothing it holds is lost on a clean stop.

@@ -8,8 +8,7 @@ use tokio::sync::mpsc;
 use tokio::time::{Instant, MissedTickBehavior};
 
 use super::spool::Spool;
-use super::{Command, RecorderSettings};
-use crate::budget::enforcer::Budgets;
+use super::{Command, LedgerListeners, RecorderSettings};
 use crate::store::{Store, StoreError};
 use crate::usage::UsageRecord;
 
@@ -26,7 +25,7 @@ pub(super) struct Writer {
     next_retry: Instant,
     /// Told which records reached the ledger (or were refused for good), so
     /// that budget reservations waiting on them let go.
-    budgets: Option<Budgets>,
+    listeners: LedgerListeners,
 }
 
 impl Writer {
@@ -36,7 +35,7 @@ impl Writer {
         settings: RecorderSettings,
         receiver: mpsc::UnboundedReceiver<Command>,
         queued: Arc<AtomicU64>,
-        budgets: Option<Budgets>,
+        listeners: LedgerListeners,
     ) -> Self {
         metrics::gauge!("tollgate_recorder_spooled_records").set(spool.pending() as f64);
         if !spool.is_empty() {
@@ -54,7 +53,7 @@ impl Writer {
             buffer: Vec::new(),
             stranded: Vec::new(),
             next_retry: Instant::now(),
-            budgets,
+            listeners,
         }
     }
 
@@ -256,8 +255,11 @@ impl Writer {
     }
 
     async fn in_ledger(&self, records: &[UsageRecord]) {
-        if let Some(budgets) = &self.budgets {
+        if let Some(budgets) = &self.listeners.budgets {
             budgets.in_ledger(records).await;
+        }
+        if let Some(changed) = &self.listeners.changed {
+            changed.notify_one();
         }
     }
 
