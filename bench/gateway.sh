@@ -9,6 +9,7 @@
 #   WITH_LITELLM=1 bench/gateway.sh       # and LiteLLM (installed into target/litellm-venv)
 #   BENCH_ARGS="--rates 1000 --phases rates" bench/gateway.sh
 #   BUDGETS=1000 bench/gateway.sh         # and a second Tollgate enforcing 1,000 budgets
+#   ALERTS_ORGS=100 bench/gateway.sh      # two more gateways, alert rules on and off, 100 orgs
 #   BUDGETS=1000 BUDGETS_DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres \
 #       BUDGETS_INSTANCES=3 bench/gateway.sh   # the same on three instances sharing PostgreSQL
 #
@@ -25,7 +26,12 @@
 # `budgets` (N budgets) and `no-budgets` (an organization without budgets)
 # spread their connections over the K instances, and after the measurements
 # 300 concurrent requests against a hard budget worth about 20 of them
-# measure the overspend across instances.
+# measure the overspend across instances. ALERTS_ORGS=N (ports ALERTS_PORT,
+# default 18096, and the next): two more gateways on their own SQLite files,
+# `alerts-on` and `alerts-off` (TOLLGATE_ALERTS_ENABLED), each seeded through
+# the ingest API with spend over every high-usage threshold and failing
+# requests for N organizations, so that the evaluator has 2N alerts and N
+# error-rate scopes to keep up to date while the gateway is measured.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -173,6 +179,53 @@ if [ "$budgets" -gt 0 ]; then
     )
     # Refreshes of budget definitions reach every instance within 5 s.
     sleep 6
+fi
+
+alerts_orgs="${ALERTS_ORGS:-0}"
+if [ "$alerts_orgs" -gt 0 ]; then
+    alerts_port="${ALERTS_PORT:-18096}"
+    alerts_admin="bench-admin-$(od -An -tx1 -N8 /dev/urandom | tr -d ' \n')"
+    for variant in on off; do
+        port=$alerts_port
+        [ "$variant" = off ] && port=$((alerts_port + 1))
+        port_free "$port" || { echo "port $port is in use" >&2; exit 1; }
+        db="sqlite://$work/alerts-$variant.db"
+        variant_key=$("$bin" --database-url "$db" keys create --org bench 2>>"$work/alerts-$variant.log")
+        printf '[recorder]\nspool_dir = "%s/alerts-spool-%s"\n' "$work" "$variant" >"$work/alerts-$variant.toml"
+        enabled=true
+        [ "$variant" = off ] && enabled=false
+        TOLLGATE_CONFIG="$work/alerts-$variant.toml" TOLLGATE_ADMIN_TOKEN="$alerts_admin" \
+            TOLLGATE_ALERTS_ENABLED="$enabled" \
+            TOLLGATE_OPENAI_BASE_URL="http://127.0.0.1:$fake_port/openai/v1" OPENAI_API_KEY=sk-bench \
+            DATABASE_URL="$db" "$bin" serve --listen "127.0.0.1:$port" >>"$work/alerts-$variant.log" 2>&1 &
+        variant_pid=$!
+        pids+=("$variant_pid")
+        wait_for "$port" 30 "tollgate (alerts $variant)" "$variant_pid"
+        python3 - "$port" "$alerts_admin" "$alerts_orgs" <<'PY'
+import json, sys, urllib.request
+port, token, orgs = sys.argv[1], sys.argv[2], int(sys.argv[3])
+records = []
+for org in range(orgs):
+    records.append({"org_id": f"org-{org}", "provider": "openai", "model": "gpt-4o", "task_type": "chat",
+                    "input_tokens": 1000, "output_tokens": 100, "cost_usd": "60"})
+    for failure in range(25):
+        records.append({"org_id": f"org-{org}", "provider": "openrouter", "model": f"vendor/model-{org}",
+                        "task_type": "chat", "input_tokens": 10, "output_tokens": 0, "cost_usd": "0",
+                        "status": "error", "status_code": 500})
+request = urllib.request.Request(f"http://127.0.0.1:{port}/api/v1/usage",
+    data=json.dumps({"records": records}).encode(), method="POST",
+    headers={"authorization": f"Bearer {token}", "content-type": "application/json"})
+urllib.request.urlopen(request).read()
+PY
+        targets+=(
+            --target "alerts-$variant" --url "http://127.0.0.1:$port/v1/chat/completions"
+            --token "$variant_key" --pid "$variant_pid"
+        )
+    done
+    sleep 3
+    open_alerts=$(curl -sf "http://127.0.0.1:$alerts_port/api/v1/alerts?status=active&limit=1000" \
+        -H "authorization: Bearer $alerts_admin" | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["data"]))')
+    echo "alerts: $alerts_orgs organizations seeded; alerts-on has $open_alerts open alerts, alerts-off evaluates none"
 fi
 
 # In the background, so that the trap runs at once on INT or TERM.

@@ -168,7 +168,7 @@ impl App {
                 },
             )
         };
-        let (stop_alerts, alert_loop) = {
+        let alerts = state.config.alerts.enabled.then(|| {
             let evaluator = Evaluator::new(store.clone(), evaluator_settings(&state.config));
             // Records arriving wake it too, at most every two seconds, so that
             // spend and quota alerts need not wait for the next round.
@@ -184,7 +184,7 @@ impl App {
                     }
                 },
             )
-        };
+        });
         let router = http::router(state);
         tracing::info!(address = %listener.local_addr().map_err(AppError::Serve)?, "serving");
         // Without TCP_NODELAY, small writes (one SSE event each) wait on
@@ -202,9 +202,11 @@ impl App {
         tasks.close();
         tasks.wait().await;
         let _ = stop_budgets.send(());
-        let _ = stop_alerts.send(());
-        if let Err(error) = alert_loop.await {
-            tracing::error!(%error, "the alert evaluation task failed");
+        if let Some((stop_alerts, alert_loop)) = alerts {
+            let _ = stop_alerts.send(());
+            if let Err(error) = alert_loop.await {
+                tracing::error!(%error, "the alert evaluation task failed");
+            }
         }
         if let Err(error) = budget_loop.await {
             tracing::error!(%error, "the budget sync task failed");

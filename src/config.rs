@@ -24,6 +24,7 @@ pub const ENVIRONMENT: &[(&str, &str)] = &[
     ("TOLLGATE_TIMEZONE", "server.timezone"),
     ("TOLLGATE_LOG", "log.filter"),
     ("TOLLGATE_BUDGETS_FAIL_CLOSED", "budgets.fail_closed"),
+    ("TOLLGATE_ALERTS_ENABLED", "alerts.enabled"),
     ("OPENAI_API_KEY", "providers.openai.api_key"),
     ("TOLLGATE_OPENAI_BASE_URL", "providers.openai.base_url"),
     ("OPENROUTER_API_KEY", "providers.openrouter.api_key"),
@@ -88,6 +89,8 @@ pub struct Config {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AlertsConfig {
+    /// Evaluate the alert rules at all (existing alerts stay listable).
+    pub enabled: bool,
     pub evaluate_interval_seconds: u64,
     pub high_usage_usd: Vec<String>,
     pub error_rate_window_minutes: u64,
