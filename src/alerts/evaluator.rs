@@ -41,6 +41,10 @@ pub struct Evaluation {
     pub resolved: usize,
 }
 
+/// How often an open alert's current value is brought up to date when
+/// nothing else about it changes.
+const VALUE_REFRESH: Duration = Duration::from_secs(30);
+
 /// Types the evaluator owns (custom and low-balance alerts are resolved by
 /// people or by the credit poller).
 const EVALUATED: [AlertType; 4] = [
@@ -133,7 +137,25 @@ impl Evaluator {
             conditions: conditions.len(),
             ..Evaluation::default()
         };
+        // What is open already, read once: a condition that neither opens,
+        // escalates nor moves its alert's value (refreshed at most every
+        // `VALUE_REFRESH`) costs no write, so a round with hundreds of open
+        // alerts does not queue behind the ledger's writer.
+        let open = self.store.open_alerts(&EVALUATED).await?;
+        let open_by_key: HashMap<&str, &super::Alert> = open
+            .iter()
+            .filter_map(|alert| alert.dedupe_key.as_deref().map(|key| (key, alert)))
+            .collect();
         for condition in &conditions {
+            if let Some(alert) = open_by_key.get(condition.dedupe_key.as_str()) {
+                let stale = (now - alert.updated_at)
+                    .to_std()
+                    .is_ok_and(|age| age >= VALUE_REFRESH);
+                let moved = alert.current_value != condition.current_value;
+                if condition.severity <= alert.severity && !(moved && stale) {
+                    continue;
+                }
+            }
             match self.store.apply_condition(condition, now).await? {
                 Applied::Created(id) => {
                     evaluation.created += 1;
@@ -157,7 +179,7 @@ impl Evaluator {
             .clone();
         clear_since.retain(|key, _| !holding.contains(key.as_str()));
         let mut to_resolve = Vec::new();
-        for alert in self.store.open_alerts(&EVALUATED).await? {
+        for alert in open {
             let Some(key) = alert.dedupe_key.clone() else {
                 continue;
             };

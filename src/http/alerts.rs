@@ -117,6 +117,7 @@ pub async fn list(
         alert_type: parse(&parameters, "alert_type")?,
         provider: parse(&parameters, "provider")?,
         org_id: parameters.get("org_id").cloned(),
+        open_only: false,
         limit,
     };
     let alerts = state.store.alerts(&filter).await?;

@@ -203,6 +203,8 @@ pub struct AlertFilter {
     pub alert_type: Option<AlertType>,
     pub provider: Option<Provider>,
     pub org_id: Option<String>,
+    /// Active and acknowledged only.
+    pub open_only: bool,
     pub limit: i64,
 }
 
@@ -383,7 +385,7 @@ impl Store {
         match self {
             Store::Sqlite(store) => sqlx::query_as::<_, SqliteAlertRow>(SQLITE_SQL.latest)
                 .bind(dedupe_key)
-                .fetch_optional(&store.writer)
+                .fetch_optional(&store.reader)
                 .await?
                 .map(SqliteAlertRow::into_alert)
                 .transpose(),
@@ -644,7 +646,7 @@ impl Store {
                 "SELECT DISTINCT dedupe_key FROM ai_usage_alerts WHERE status = 'resolved' ",
                 "AND resolved_by IS NOT NULL AND dedupe_key IS NOT NULL AND condition_cleared = 0"
             ))
-            .fetch_all(&store.writer)
+            .fetch_all(&store.reader)
             .await?,
             Store::Postgres(store) => sqlx::query_scalar(concat!(
                 "SELECT DISTINCT dedupe_key FROM ai_usage_alerts WHERE status = 'resolved' ",
@@ -668,7 +670,7 @@ impl Store {
                      WHERE period_start >= $1 GROUP BY budget_id, period_start",
                 )
                 .bind(since.timestamp_micros())
-                .fetch_all(&store.writer)
+                .fetch_all(&store.reader)
                 .await?;
                 rows.into_iter()
                     .map(|(id, start, percent)| micros(start).map(|start| (id, start, percent)))
@@ -739,17 +741,15 @@ impl Store {
     pub async fn open_alerts(&self, types: &[AlertType]) -> Result<Vec<Alert>, StoreError> {
         let mut open = Vec::new();
         for alert_type in types {
-            for status in [AlertStatus::Active, AlertStatus::Acknowledged] {
-                open.extend(
-                    self.alerts(&AlertFilter {
-                        status: Some(status),
-                        alert_type: Some(*alert_type),
-                        limit: 10_000,
-                        ..AlertFilter::default()
-                    })
-                    .await?,
-                );
-            }
+            open.extend(
+                self.alerts(&AlertFilter {
+                    open_only: true,
+                    alert_type: Some(*alert_type),
+                    limit: 100_000,
+                    ..AlertFilter::default()
+                })
+                .await?,
+            );
         }
         Ok(open)
     }
@@ -772,6 +772,9 @@ impl Store {
             if let Some(id) = id {
                 query.push(" AND id = ").push_bind(id);
             }
+            if filter.open_only {
+                query.push(" AND status <> 'resolved'");
+            }
             let text = |value: Option<&str>| value.map(str::to_owned);
             for (column, value) in [
                 ("status", text(filter.status.map(AlertStatus::as_str))),
@@ -792,7 +795,7 @@ impl Store {
         let rows = match self {
             Store::Sqlite(store) => build::<Sqlite>(id, filter)
                 .build_query_as::<SqliteAlertRow>()
-                .fetch_all(&store.writer)
+                .fetch_all(&store.reader)
                 .await?
                 .into_iter()
                 .map(SqliteAlertRow::into_alert)
@@ -819,7 +822,7 @@ impl Store {
                     "SELECT event, severity, actor, created_at FROM ai_alert_events WHERE alert_id = $1 ORDER BY created_at, id",
                 )
                 .bind(alert_id)
-                .fetch_all(&store.writer)
+                .fetch_all(&store.reader)
                 .await?;
                 rows.into_iter()
                     .map(|(event, severity, actor, at)| micros(at).map(|at| (event, severity, actor, at)))
