@@ -22,3 +22,4 @@ pub mod rollup;
 pub mod store;
 pub mod telemetry;
 pub mod usage;
+pub mod webhooks;
