@@ -231,12 +231,21 @@ fn locate_error(text: &[u8], prefix: &str) -> IngestError {
         .next()
         .unwrap_or(&message)
         .to_owned();
-    let param = if path == "." {
-        prefix.trim_end_matches('.').to_owned()
-    } else {
-        format!("{prefix}{path}")
+    let param = match (path.as_str(), missing_field(&message)) {
+        (".", Some(field)) => format!("{prefix}{field}"),
+        (".", None) => prefix.trim_end_matches('.').to_owned(),
+        _ => format!("{prefix}{path}"),
     };
     IngestError::Invalid { param, message }
+}
+
+/// The field a serde "missing field `x`" message names (serde reports it at
+/// the enclosing object, not at the field).
+pub(crate) fn missing_field(message: &str) -> Option<&str> {
+    message
+        .strip_prefix("missing field `")
+        .and_then(|rest| rest.split_once('`'))
+        .map(|(field, _)| field)
 }
 
 /// `status` wins; otherwise `success: false` or an HTTP error status means

@@ -95,6 +95,8 @@ async fn every_bad_input_gets_its_status_and_names_its_field() {
         (json!({"records": [good, {"provider": "openai", "model": "gpt-4o", "task_type": "chat", "input_tokens": -1}]}).to_string(), 422, Some("records[1].input_tokens")),
         (json!({"provider": "openai", "model": "gpt-4o", "task_type": "chat", "created_at": far_future}).to_string(), 422, Some("created_at")),
         (json!({"provider": "openai", "model": "gpt-4o", "task_type": "sing"}).to_string(), 422, Some("task_type")),
+        (json!({"provider": "openai", "model": "gpt-4o"}).to_string(), 422, Some("task_type")),
+        (json!({"records": [good, {"provider": "openai", "task_type": "chat"}]}).to_string(), 422, Some("records[1].model")),
         (json!({"provider": "openai", "model": "gpt-4o", "task_type": "chat", "input_tokens": 5, "cached_input_tokens": 6}).to_string(), 422, Some("cached_input_tokens")),
         (json!({"provider": "openai", "model": "gpt-4o", "task_type": "chat", "cost_usd": "-0.5"}).to_string(), 422, Some("cost_usd")),
         (json!({"provider": "openai", "model": "gpt-4o", "task_type": "chat", "org_id": ""}).to_string(), 422, Some("org_id")),

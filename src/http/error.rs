@@ -278,7 +278,7 @@ pub fn parse_json<'a, T: serde::Deserialize<'a>>(body: &'a [u8]) -> Result<T, Ap
             ApiError::MalformedJson(message)
         } else if path == "." {
             ApiError::Unprocessable {
-                param: None,
+                param: crate::ingest::missing_field(&message).map(str::to_owned),
                 message,
             }
         } else {
