@@ -3,7 +3,7 @@
 //! other gateways) and a revocation takes effect within the cache's TTL.
 
 use std::collections::HashMap;
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use crate::keys::{ApiKey, KeyHash, looks_like_key};
@@ -31,6 +31,10 @@ pub struct Authenticator {
     store: Store,
     ttl: Duration,
     cache: RwLock<HashMap<KeyHash, (ApiKey, Instant)>>,
+    /// One database lookup per key at a time: a burst of first requests
+    /// with the same key waits for one lookup instead of exhausting the
+    /// connection pool with identical ones.
+    lookups: tokio::sync::Mutex<HashMap<KeyHash, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl Authenticator {
@@ -39,7 +43,15 @@ impl Authenticator {
             store,
             ttl,
             cache: RwLock::new(HashMap::new()),
+            lookups: tokio::sync::Mutex::new(HashMap::new()),
         }
+    }
+
+    fn fresh(&self, hash: &KeyHash) -> Option<(ApiKey, Instant)> {
+        self.cache
+            .read()
+            .ok()
+            .and_then(|cache| cache.get(hash).cloned())
     }
 
     /// The live key behind a bearer token.
@@ -52,16 +64,33 @@ impl Authenticator {
             return Err(AuthError::Invalid);
         }
         let hash = KeyHash::of(token);
-        let cached = self
-            .cache
-            .read()
-            .ok()
-            .and_then(|cache| cache.get(&hash).cloned());
+        let cached = self.fresh(&hash);
         if let Some((key, fetched)) = &cached
             && fetched.elapsed() < self.ttl
         {
             return live(key.clone());
         }
+        let gate = Arc::clone(self.lookups.lock().await.entry(hash.clone()).or_default());
+        let result = {
+            let _turn = gate.lock().await;
+            // Whoever held the turn before may have just fetched it.
+            match self.fresh(&hash) {
+                Some((key, fetched)) if fetched.elapsed() < self.ttl => live(key),
+                _ => self.look_up(hash.clone(), cached).await,
+            }
+        };
+        let mut lookups = self.lookups.lock().await;
+        if Arc::strong_count(&gate) <= 2 {
+            lookups.remove(&hash);
+        }
+        result
+    }
+
+    async fn look_up(
+        &self,
+        hash: KeyHash,
+        cached: Option<(ApiKey, Instant)>,
+    ) -> Result<ApiKey, AuthError> {
         match self.store.key_by_hash(&hash).await {
             Ok(Some(key)) => {
                 if let Ok(mut cache) = self.cache.write() {

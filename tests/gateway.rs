@@ -681,3 +681,53 @@ async fn an_alias_routes_to_its_model_and_a_revoked_key_is_refused() {
     assert_eq!(refused.status(), 401);
     harness.app.stop().await;
 }
+
+/// A burst of first requests with a key nobody has used yet makes one
+/// lookup, not one per request (which once exhausted PostgreSQL's pool and
+/// answered 503 to valid callers).
+#[tokio::test]
+async fn a_burst_of_first_requests_with_a_new_key_all_pass() {
+    let Some(database) = TestDatabase::postgres().await else {
+        return;
+    };
+    let (router, _received) = fake_upstream::router_with_log();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream = format!("http://{}/openai/v1", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    let config = test_config(
+        &database.url,
+        &database.spool_dir(),
+        &[
+            ("providers.openai.base_url", &upstream),
+            ("providers.openai.api_key", "sk-test"),
+            // A small pool with a short wait: 200 lookups one after another
+            // would time out.
+            ("database.max_connections", "1"),
+            ("database.acquire_timeout_ms", "250"),
+        ],
+    );
+    let store = connect_store(&database.url).await;
+    let key = create_key(&store, "acme", None).await;
+    store.close().await;
+    let app = spawn_app(config).await;
+    let body = json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]});
+    let statuses = futures_util::future::join_all((0..200).map(|_| {
+        app.client
+            .post(app.url("/v1/chat/completions"))
+            .bearer_auth(&key)
+            .json(&body)
+            .send()
+    }))
+    .await;
+    let failed: Vec<u16> = statuses
+        .into_iter()
+        .map(|response| response.unwrap().status().as_u16())
+        .filter(|status| *status != 200)
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "{} of 200 failed: {failed:?}",
+        failed.len()
+    );
+    app.stop().await;
+}
