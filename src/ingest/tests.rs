@@ -133,7 +133,7 @@ fn every_bad_field_is_named() {
             r#"{"provider":"openai","model":"x","task_type":"chat","success":true,"status":"error"}"#,
             "status",
         ),
-        (r#"{"provider":"openai","task_type":"chat"}"#, ""),
+        (r#"{"provider":"openai","task_type":"chat"}"#, "model"),
     ];
     for (body, param) in cases {
         assert_eq!(invalid_param(body), param, "{body}");
