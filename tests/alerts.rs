@@ -573,3 +573,78 @@ async fn a_quota_error_through_the_gateway_raises_an_alert_within_seconds() {
     app.stop().await;
     store.close().await;
 }
+
+/// Two `tollgate serve` processes on one PostgreSQL database, both
+/// evaluating every second while spend arrives through both: each alert is
+/// opened once and escalated once.
+#[tokio::test]
+async fn two_serve_processes_on_postgres_open_and_escalate_each_alert_once() {
+    let Some(database) = TestDatabase::postgres().await else {
+        return;
+    };
+    tollgate::providers::install_crypto_provider();
+    let settings = "[alerts]\nevaluate_interval_seconds = 1\n";
+    let first = common::serve_process(&database, "first", settings, &[]).await;
+    let second = common::serve_process(&database, "second", settings, &[]).await;
+    let client = reqwest::Client::new();
+    let ingest = |base: String, dollars: u32| {
+        let client = client.clone();
+        async move {
+            let record = json!({"org_id": "acme", "provider": "openai", "model": "gpt-4o",
+                "task_type": "chat", "cost_usd": dollars.to_string()});
+            let response = client
+                .post(format!("{base}/api/v1/usage"))
+                .bearer_auth(common::ADMIN_TOKEN)
+                .json(&record)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 202);
+        }
+    };
+    // $12 through both (medium), then $20 more (high).
+    ingest(first.base.clone(), 6).await;
+    ingest(second.base.clone(), 6).await;
+    let store = common::connect_store(&database.url).await;
+    let opened = common::eventually(Duration::from_secs(10), || async {
+        open_of(&store, AlertType::HighUsage).await.len() == 2
+    })
+    .await;
+    assert!(opened, "{:?}", open_of(&store, AlertType::HighUsage).await);
+    ingest(first.base.clone(), 10).await;
+    ingest(second.base.clone(), 10).await;
+    let escalated = common::eventually(Duration::from_secs(10), || async {
+        open_of(&store, AlertType::HighUsage)
+            .await
+            .iter()
+            .all(|alert| alert.severity == Severity::High)
+    })
+    .await;
+    assert!(escalated);
+    // Both processes keep evaluating; nothing more happens.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let all = store
+        .alerts(&AlertFilter {
+            alert_type: Some(AlertType::HighUsage),
+            limit: 100,
+            ..AlertFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 2, "one alert per scope: {all:?}");
+    for alert in &all {
+        let events: Vec<AlertEventKind> = store
+            .alert_events(alert.id)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(event, ..)| event)
+            .collect();
+        assert_eq!(
+            events,
+            vec![AlertEventKind::Created, AlertEventKind::Escalated]
+        );
+    }
+    drop((first, second));
+    store.close().await;
+}

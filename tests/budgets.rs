@@ -18,6 +18,7 @@ use serde_json::{Value, json};
 use tollgate::fake_upstream::{self, ReceivedLog};
 use tollgate::store::Store;
 
+use common::ServeProcess;
 use common::proxy::{Proxy, postgres_address};
 use common::{
     ADMIN_TOKEN, TestApp, TestDatabase, connect_store, create_key, eventually, spawn_app,
@@ -401,64 +402,18 @@ impl Instances {
     }
 }
 
-/// A `tollgate serve` process on a free port, killed when dropped.
-struct ServeProcess {
-    base: String,
-    child: std::process::Child,
-}
-
-impl Drop for ServeProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 async fn serve_process(database: &TestDatabase, upstream: &Upstream, name: &str) -> ServeProcess {
-    let port = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.local_addr().unwrap().port()
-    };
-    let folder = database.spool_dir().join(name);
-    std::fs::create_dir_all(&folder).unwrap();
-    let config = folder.join("tollgate.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[recorder]\nspool_dir = \"{}\"\nflush_interval_ms = 20\n\n[budgets]\nsync_interval_ms = 100\nrefresh_interval_ms = 200\n",
-            folder.join("spool").display()
-        ),
+    let openai = format!("{}/openai/v1", upstream.base);
+    common::serve_process(
+        database,
+        name,
+        "[budgets]\nsync_interval_ms = 100\nrefresh_interval_ms = 200\n",
+        &[
+            ("TOLLGATE_OPENAI_BASE_URL", &openai),
+            ("OPENAI_API_KEY", "sk-openai-test"),
+        ],
     )
-    .unwrap();
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-        .env("DATABASE_URL", &database.url)
-        .env("TOLLGATE_CONFIG", &config)
-        .env("TOLLGATE_ADMIN_TOKEN", ADMIN_TOKEN)
-        .env(
-            "TOLLGATE_OPENAI_BASE_URL",
-            format!("{}/openai/v1", upstream.base),
-        )
-        .env("OPENAI_API_KEY", "sk-openai-test")
-        .env("TOLLGATE_LOG", "warn")
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .expect("tollgate serve starts");
-    let process = ServeProcess {
-        base: format!("http://127.0.0.1:{port}"),
-        child,
-    };
-    let client = reqwest::Client::new();
-    let up = eventually(Duration::from_secs(20), || async {
-        client
-            .get(format!("{}/healthz", process.base))
-            .send()
-            .await
-            .is_ok_and(|response| response.status().is_success())
-    })
-    .await;
-    assert!(up, "tollgate serve did not answer on port {port}");
-    process
+    .await
 }
 
 async fn concurrent_requests_stay_within_the_hard_budget(

@@ -341,3 +341,66 @@ macro_rules! both_backends {
         }
     };
 }
+
+/// A `tollgate serve` process on a free port, killed when dropped.
+pub struct ServeProcess {
+    pub base: String,
+    child: std::process::Child,
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `tollgate serve` on `database`, with `settings` (TOML) after fast
+/// recorder batching and the environment `env`; waits until it answers.
+pub async fn serve_process(
+    database: &TestDatabase,
+    name: &str,
+    settings: &str,
+    env: &[(&str, &str)],
+) -> ServeProcess {
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+        listener.local_addr().expect("its address").port()
+    };
+    let folder = database.spool_dir().join(name);
+    std::fs::create_dir_all(&folder).expect("a folder for the process");
+    let config = folder.join("tollgate.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[recorder]\nspool_dir = \"{}\"\nflush_interval_ms = 20\n\n{settings}",
+            folder.join("spool").display()
+        ),
+    )
+    .expect("write its configuration");
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .env("DATABASE_URL", &database.url)
+        .env("TOLLGATE_CONFIG", &config)
+        .env("TOLLGATE_ADMIN_TOKEN", ADMIN_TOKEN)
+        .env("TOLLGATE_LOG", "warn")
+        .envs(env.iter().copied())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("tollgate serve starts");
+    let process = ServeProcess {
+        base: format!("http://127.0.0.1:{port}"),
+        child,
+    };
+    let client = reqwest::Client::new();
+    let up = eventually(Duration::from_secs(20), || async {
+        client
+            .get(format!("{}/healthz", process.base))
+            .send()
+            .await
+            .is_ok_and(|response| response.status().is_success())
+    })
+    .await;
+    assert!(up, "tollgate serve did not answer on port {port}");
+    process
+}
