@@ -27,6 +27,7 @@ use crate::pricing::{CatalogError, Pricing, configured_model_price};
 use crate::providers::Providers;
 use crate::recorder::{LedgerListeners, Recorder, RecorderSettings, RecorderTask, SpoolError};
 use crate::store::{MigrationReport, Store, StoreError};
+use crate::webhooks::delivery::{Deliverer, DeliverySettings};
 
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -185,6 +186,22 @@ impl App {
                 },
             )
         });
+        let deliveries = {
+            let deliverer = Deliverer::new(
+                store.clone(),
+                delivery_settings(&state.config),
+                chrono::Utc::now(),
+            )
+            .map_err(|error| AppError::Serve(std::io::Error::other(error)))?;
+            start_periodic(Duration::from_secs(1), None, move || {
+                let deliverer = deliverer.clone();
+                async move {
+                    if let Err(error) = deliverer.run_once(chrono::Utc::now()).await {
+                        tracing::warn!(%error, "cannot deliver webhooks");
+                    }
+                }
+            })
+        };
         let router = http::router(state);
         tracing::info!(address = %listener.local_addr().map_err(AppError::Serve)?, "serving");
         // Without TCP_NODELAY, small writes (one SSE event each) wait on
@@ -202,6 +219,11 @@ impl App {
         tasks.close();
         tasks.wait().await;
         let _ = stop_budgets.send(());
+        let (stop_deliveries, delivery_loop) = deliveries;
+        let _ = stop_deliveries.send(());
+        if let Err(error) = delivery_loop.await {
+            tracing::error!(%error, "the webhook delivery task failed");
+        }
         if let Some((stop_alerts, alert_loop)) = alerts {
             let _ = stop_alerts.send(());
             if let Err(error) = alert_loop.await {
@@ -218,6 +240,18 @@ impl App {
         budgets.release_all().await;
         store.close().await;
         served.map_err(AppError::Serve)
+    }
+}
+
+/// Webhook delivery settings from the configuration.
+pub fn delivery_settings(config: &Config) -> DeliverySettings {
+    let webhooks = &config.webhooks;
+    DeliverySettings {
+        allow_private: webhooks.allow_private,
+        max_attempts: webhooks.max_attempts.max(1),
+        timeout: Duration::from_secs(webhooks.timeout_seconds.max(1)),
+        first_backoff: Duration::from_secs(webhooks.first_backoff_seconds),
+        max_backoff: Duration::from_secs(webhooks.max_backoff_seconds),
     }
 }
 

@@ -25,6 +25,7 @@ pub const ENVIRONMENT: &[(&str, &str)] = &[
     ("TOLLGATE_LOG", "log.filter"),
     ("TOLLGATE_BUDGETS_FAIL_CLOSED", "budgets.fail_closed"),
     ("TOLLGATE_ALERTS_ENABLED", "alerts.enabled"),
+    ("TOLLGATE_WEBHOOK_ALLOW_PRIVATE", "webhooks.allow_private"),
     ("OPENAI_API_KEY", "providers.openai.api_key"),
     ("TOLLGATE_OPENAI_BASE_URL", "providers.openai.base_url"),
     ("OPENROUTER_API_KEY", "providers.openrouter.api_key"),
@@ -84,6 +85,17 @@ pub struct Config {
     pub pricing: PricingConfig,
     pub budgets: BudgetsConfig,
     pub alerts: AlertsConfig,
+    pub webhooks: WebhooksConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhooksConfig {
+    pub allow_private: bool,
+    pub max_attempts: u32,
+    pub timeout_seconds: u64,
+    pub first_backoff_seconds: u64,
+    pub max_backoff_seconds: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]

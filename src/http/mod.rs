@@ -8,6 +8,7 @@ mod error;
 mod gateway;
 mod health;
 mod usage;
+mod webhooks;
 
 use std::sync::Arc;
 
@@ -79,6 +80,9 @@ pub fn router(state: AppState) -> Router {
         .route("/alerts", get(alerts::list).post(alerts::create))
         .route("/alerts/{id}/acknowledge", post(alerts::acknowledge))
         .route("/alerts/{id}/resolve", post(alerts::resolve))
+        .route("/webhooks", get(webhooks::list).post(webhooks::create))
+        .route("/webhooks/{id}", axum::routing::delete(webhooks::delete))
+        .route("/webhooks/{id}/deliveries", get(webhooks::deliveries))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_admin,

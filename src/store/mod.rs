@@ -13,6 +13,7 @@ mod keys;
 mod postgres;
 mod rows;
 mod sqlite;
+mod webhooks;
 
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
@@ -22,6 +23,7 @@ pub use alerts::AlertFilter;
 pub use budgets::{LeaseGrant, LeaseRequest};
 pub use error::StoreError;
 pub use keys::KeyRecord;
+pub use webhooks::{AttemptOutcome, DeliveryRecord, DueDelivery, EventForDelivery, NextStep};
 
 use crate::config::DatabaseConfig;
 use crate::rollup::{RollupDelta, RollupKey};

@@ -1,6 +1,7 @@
 //! Webhooks: where alert events are delivered, how a delivery is signed,
 //! and which addresses a webhook may point at.
 
+pub mod delivery;
 pub mod signature;
 pub mod target;
 
