@@ -27,6 +27,7 @@ use crate::pricing::{CatalogError, Pricing, configured_model_price};
 use crate::providers::Providers;
 use crate::recorder::{LedgerListeners, Recorder, RecorderSettings, RecorderTask, SpoolError};
 use crate::store::{MigrationReport, Store, StoreError};
+use crate::usage::Provider;
 use crate::webhooks::delivery::{Deliverer, DeliverySettings};
 
 /// Why the server could not start or stopped with an error.
@@ -202,6 +203,27 @@ impl App {
                 }
             })
         };
+        let polling = {
+            let poller = crate::credits::Poller::new(&state.config)
+                .map_err(|error| AppError::Serve(std::io::Error::other(error)))?;
+            let store = store.clone();
+            start_periodic(
+                Duration::from_secs(state.config.credits.poll_interval_seconds.max(1)),
+                None,
+                move || {
+                    let (poller, store) = (poller.clone(), store.clone());
+                    async move {
+                        for provider in [Provider::OpenRouter, Provider::OpenAi] {
+                            if let Err(error) =
+                                crate::credits::refresh(&poller, &store, provider).await
+                            {
+                                tracing::warn!(%error, %provider, "cannot read provider credits");
+                            }
+                        }
+                    }
+                },
+            )
+        };
         let router = http::router(state);
         tracing::info!(address = %listener.local_addr().map_err(AppError::Serve)?, "serving");
         // Without TCP_NODELAY, small writes (one SSE event each) wait on
@@ -219,6 +241,11 @@ impl App {
         tasks.close();
         tasks.wait().await;
         let _ = stop_budgets.send(());
+        let (stop_polling, polling_loop) = polling;
+        let _ = stop_polling.send(());
+        if let Err(error) = polling_loop.await {
+            tracing::error!(%error, "the credit polling task failed");
+        }
         let (stop_deliveries, delivery_loop) = deliveries;
         let _ = stop_deliveries.send(());
         if let Err(error) = delivery_loop.await {

@@ -26,6 +26,10 @@ pub const ENVIRONMENT: &[(&str, &str)] = &[
     ("TOLLGATE_BUDGETS_FAIL_CLOSED", "budgets.fail_closed"),
     ("TOLLGATE_ALERTS_ENABLED", "alerts.enabled"),
     ("TOLLGATE_WEBHOOK_ALLOW_PRIVATE", "webhooks.allow_private"),
+    (
+        "OPENROUTER_MANAGEMENT_KEY",
+        "providers.openrouter.management_key",
+    ),
     ("OPENAI_API_KEY", "providers.openai.api_key"),
     ("TOLLGATE_OPENAI_BASE_URL", "providers.openai.base_url"),
     ("OPENROUTER_API_KEY", "providers.openrouter.api_key"),
@@ -86,6 +90,13 @@ pub struct Config {
     pub budgets: BudgetsConfig,
     pub alerts: AlertsConfig,
     pub webhooks: WebhooksConfig,
+    pub credits: CreditsConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreditsConfig {
+    pub poll_interval_seconds: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -192,6 +203,9 @@ pub struct ProviderConfig {
     /// OpenRouter app attribution, sent when the client sends none.
     pub http_referer: Option<String>,
     pub app_title: Option<String>,
+    /// OpenRouter: a management key, to read the account's credits.
+    #[serde(default)]
+    pub management_key: Option<Secret>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -48,7 +48,7 @@ pub type ReceivedLog = Arc<Mutex<Vec<Received>>>;
 pub fn router_with_log() -> (Router, ReceivedLog) {
     let log = ReceivedLog::default();
     let router = Router::new()
-        .route("/{provider}/{*path}", post(answer))
+        .route("/{provider}/{*path}", post(answer).get(account))
         .with_state(Some(Arc::clone(&log)));
     (router, log)
 }
@@ -57,8 +57,61 @@ pub fn router_with_log() -> (Router, ReceivedLog) {
 /// log would grow without bound).
 pub fn router() -> Router {
     Router::new()
-        .route("/{provider}/{*path}", post(answer))
+        .route("/{provider}/{*path}", post(answer).get(account))
         .with_state(None)
+}
+
+/// The account endpoints a credit poller reads: OpenRouter's `/key` and
+/// `/credits`, OpenAI's `/models` (to check a key). The bearer key picks the
+/// case: `sk-or-bad` / `sk-bad` are refused (401), `sk-or-unlimited` has no
+/// limits, `sk-or-spent` has used its limit, `sk-or-mgmt` is a management
+/// key, `sk-limited` is rate limited; any other key is a normal one.
+async fn account(Path((provider, path)): Path<(String, String)>, headers: HeaderMap) -> Response {
+    let key = headers
+        .get("authorization")
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .unwrap_or_default()
+        .to_owned();
+    let error = |status: StatusCode, message: &str| {
+        (
+            status,
+            axum::Json(json!({"error": {"code": status.as_u16(), "message": message}})),
+        )
+            .into_response()
+    };
+    if key.is_empty() || key.ends_with("-bad") {
+        return error(StatusCode::UNAUTHORIZED, "No auth credentials found");
+    }
+    if key == "sk-limited" {
+        return error(StatusCode::TOO_MANY_REQUESTS, "Rate limit reached");
+    }
+    match (provider.as_str(), path.trim_end_matches('/')) {
+        ("openrouter", "api/v1/key") => {
+            let (limit, remaining, usage) = match key.as_str() {
+                "sk-or-unlimited" => (Value::Null, Value::Null, json!(3.5)),
+                "sk-or-spent" => (json!(10), json!(0), json!(10)),
+                _ => (json!(100), json!(74.5), json!(25.5)),
+            };
+            axum::Json(json!({"data": {"label": "sk-or-v1-fak...e", "limit": limit,
+                "limit_remaining": remaining, "limit_reset": null, "usage": usage,
+                "is_free_tier": false, "is_management_key": key == "sk-or-mgmt"}}))
+            .into_response()
+        }
+        ("openrouter", "api/v1/credits") if key == "sk-or-mgmt" => {
+            axum::Json(json!({"data": {"total_credits": 100.5, "total_usage": 25.75}}))
+                .into_response()
+        }
+        ("openrouter", "api/v1/credits") => error(
+            StatusCode::FORBIDDEN,
+            "Only management keys can perform this operation",
+        ),
+        ("openai", "v1/models") | ("local", "v1/models") => axum::Json(
+            json!({"object": "list", "data": [{"id": "gpt-4o-mini", "object": "model"}]}),
+        )
+        .into_response(),
+        _ => error(StatusCode::NOT_FOUND, "no such endpoint"),
+    }
 }
 
 async fn answer(

@@ -8,6 +8,7 @@ pub mod auth;
 pub mod budget;
 pub mod cli;
 pub mod config;
+pub mod credits;
 pub mod fake_upstream;
 pub mod gateway;
 pub mod http;

@@ -11,13 +11,11 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
-use tollgate::alerts::evaluator::{Evaluator, EvaluatorSettings, error_thresholds};
-use tollgate::alerts::rules::SpendThresholds;
+use tollgate::alerts::evaluator::{Evaluator, EvaluatorSettings};
 use tollgate::alerts::{AlertEventKind, AlertStatus, AlertType, Severity};
 use tollgate::money::NanoUsd;
 use tollgate::store::{AlertFilter, Store};
@@ -40,18 +38,7 @@ fn usd(dollars: i64) -> NanoUsd {
 }
 
 fn settings() -> EvaluatorSettings {
-    EvaluatorSettings {
-        high_usage: SpendThresholds {
-            medium: usd(10),
-            high: usd(25),
-            critical: usd(50),
-        },
-        high_usage_by_org: HashMap::new(),
-        errors: error_thresholds(10, 25, 20),
-        error_window: Duration::from_secs(15 * 60),
-        resolve_hold: Duration::ZERO,
-        timezone: chrono_tz::UTC,
-    }
+    common::evaluator_settings()
 }
 
 fn record(

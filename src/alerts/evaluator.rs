@@ -45,13 +45,13 @@ pub struct Evaluation {
 /// nothing else about it changes.
 const VALUE_REFRESH: Duration = Duration::from_secs(30);
 
-/// Types the evaluator owns (custom and low-balance alerts are resolved by
-/// people or by the credit poller).
-const EVALUATED: [AlertType; 4] = [
+/// Types the evaluator owns (custom alerts are resolved by people).
+const EVALUATED: [AlertType; 5] = [
     AlertType::HighUsage,
     AlertType::ErrorRate,
     AlertType::QuotaExceeded,
     AlertType::Budget,
+    AlertType::LowBalance,
 ];
 
 #[derive(Debug, Clone)]
@@ -92,6 +92,7 @@ impl Evaluator {
             window.num_minutes(),
         ));
         conditions.extend(rules::budgets(&self.budgets_reached(now).await?));
+        conditions.extend(rules::credits(&self.store.credits().await?));
         Ok(conditions)
     }
 

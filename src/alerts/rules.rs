@@ -218,5 +218,60 @@ pub fn budgets(reached: &[BudgetReached]) -> Vec<Condition> {
         .collect()
 }
 
+/// `low_balance`: a provider's balance under its threshold (critical at or
+/// below zero); `quota_exceeded`: an OpenRouter key whose limit is used up.
+pub fn credits(credits: &[crate::credits::Credits]) -> Vec<Condition> {
+    let mut conditions = Vec::new();
+    for entry in credits {
+        if let (Some(balance), Some(threshold)) = (entry.balance, entry.low_balance_threshold)
+            && balance < threshold
+        {
+            let severity = if balance.nanos() <= 0 {
+                Severity::Critical
+            } else {
+                Severity::High
+            };
+            conditions.push(Condition {
+                alert_type: AlertType::LowBalance,
+                dedupe_key: format!("low_balance:{}", entry.provider),
+                org_id: None,
+                provider: Some(entry.provider),
+                model: None,
+                severity,
+                title: format!("{} balance is ${balance}", entry.provider),
+                message: format!(
+                    "The {} balance is ${balance}, under the ${threshold} threshold; top it up before requests start failing.",
+                    entry.provider
+                ),
+                threshold_value: Some(threshold.to_usd()),
+                current_value: Some(balance.to_usd()),
+            });
+        }
+        if entry.key_limit.is_some()
+            && entry
+                .key_limit_remaining
+                .is_some_and(|remaining| remaining.nanos() <= 0)
+        {
+            conditions.push(Condition {
+                alert_type: AlertType::QuotaExceeded,
+                dedupe_key: format!("quota_exceeded:{}:key_limit", entry.provider),
+                org_id: None,
+                provider: Some(entry.provider),
+                model: None,
+                severity: Severity::Critical,
+                title: format!("The {} key's spending limit is used up", entry.provider),
+                message: format!(
+                    "The configured {} key has no limit remaining (limit ${}); requests will fail with 402 until it is raised or resets.",
+                    entry.provider,
+                    entry.key_limit.unwrap_or_default()
+                ),
+                threshold_value: entry.key_limit.map(NanoUsd::to_usd),
+                current_value: Some(Decimal::ZERO),
+            });
+        }
+    }
+    conditions
+}
+
 #[cfg(test)]
 mod tests;

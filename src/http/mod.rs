@@ -7,6 +7,7 @@ mod budgets;
 mod error;
 mod gateway;
 mod health;
+mod providers;
 mod usage;
 mod webhooks;
 
@@ -81,6 +82,12 @@ pub fn router(state: AppState) -> Router {
         .route("/alerts/{id}/acknowledge", post(alerts::acknowledge))
         .route("/alerts/{id}/resolve", post(alerts::resolve))
         .route("/webhooks", get(webhooks::list).post(webhooks::create))
+        .route("/providers", get(providers::list))
+        .route(
+            "/providers/{provider}",
+            axum::routing::put(providers::update),
+        )
+        .route("/providers/{provider}/refresh", post(providers::refresh))
         .route("/webhooks/{id}", axum::routing::delete(webhooks::delete))
         .route("/webhooks/{id}/deliveries", get(webhooks::deliveries))
         .route_layer(middleware::from_fn_with_state(

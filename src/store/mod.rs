@@ -8,6 +8,7 @@
 
 mod alerts;
 mod budgets;
+mod credits;
 mod error;
 mod keys;
 mod postgres;

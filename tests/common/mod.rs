@@ -404,3 +404,21 @@ pub async fn serve_process(
     assert!(up, "tollgate serve did not answer on port {port}");
     process
 }
+
+/// Alert rules at the guide's defaults ($10/$25/$50; 10%/25% over 15
+/// minutes with at least 20 requests), resolving without a hold, in UTC.
+pub fn evaluator_settings() -> tollgate::alerts::evaluator::EvaluatorSettings {
+    let usd = |dollars: i64| tollgate::money::NanoUsd::from_nanos(dollars * 1_000_000_000);
+    tollgate::alerts::evaluator::EvaluatorSettings {
+        high_usage: tollgate::alerts::rules::SpendThresholds {
+            medium: usd(10),
+            high: usd(25),
+            critical: usd(50),
+        },
+        high_usage_by_org: std::collections::HashMap::new(),
+        errors: tollgate::alerts::evaluator::error_thresholds(10, 25, 20),
+        error_window: Duration::from_secs(15 * 60),
+        resolve_hold: Duration::ZERO,
+        timezone: chrono_tz::UTC,
+    }
+}
