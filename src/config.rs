@@ -206,6 +206,9 @@ pub struct ProviderConfig {
     /// OpenRouter: a management key, to read the account's credits.
     #[serde(default)]
     pub management_key: Option<Secret>,
+    /// OpenAI: an admin key (`sk-admin-…`), to read what OpenAI billed.
+    #[serde(default)]
+    pub admin_key: Option<Secret>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -36,6 +36,8 @@ pub struct Credits {
     pub key_status: KeyStatus,
     pub low_balance_threshold: Option<NanoUsd>,
     pub checked_at: Option<DateTime<Utc>>,
+    /// What the provider billed on `billed_day` (UTC), when it says.
+    pub billed: Option<(chrono::NaiveDate, NanoUsd)>,
 }
 
 impl Credits {
@@ -50,6 +52,7 @@ impl Credits {
             key_status: KeyStatus::Missing,
             low_balance_threshold: None,
             checked_at: None,
+            billed: None,
         }
     }
 }
@@ -65,6 +68,8 @@ pub struct Observation {
     /// `Some(None)`: the key has no limit.
     pub key_limit: Option<Option<NanoUsd>>,
     pub key_limit_remaining: Option<Option<NanoUsd>>,
+    /// What the provider billed today (UTC), from its own billing API.
+    pub billed_today: Option<(chrono::NaiveDate, NanoUsd)>,
     /// Why something could not be read (a non-management key, say).
     pub note: Option<String>,
 }
@@ -79,6 +84,7 @@ impl Observation {
             total_usage: None,
             key_limit: None,
             key_limit_remaining: None,
+            billed_today: None,
             note: None,
         }
     }
@@ -206,7 +212,76 @@ impl Poller {
         let (code, _) = self.get(format!("{base}/models"), key.expose()).await?;
         observation.key_status = Self::status_of(code)
             .ok_or_else(|| format!("the provider answered {code} to a key check"))?;
+        if let Some(admin) = &config.admin_key {
+            match self.billed_today(base, admin.expose()).await {
+                Ok(billed) => observation.billed_today = Some(billed),
+                Err(message) => observation.note = Some(message),
+            }
+        }
         Ok(observation)
+    }
+
+    /// OpenAI's costs API: today's (UTC) billed amount, over every page.
+    async fn billed_today(
+        &self,
+        base: &str,
+        admin_key: &str,
+    ) -> Result<(chrono::NaiveDate, NanoUsd), String> {
+        #[derive(Deserialize)]
+        struct Page<'a> {
+            #[serde(borrow)]
+            data: Vec<Bucket<'a>>,
+            #[serde(default)]
+            has_more: bool,
+            #[serde(default)]
+            next_page: Option<String>,
+        }
+        #[derive(Deserialize)]
+        struct Bucket<'a> {
+            #[serde(borrow)]
+            results: Vec<Cost<'a>>,
+        }
+        #[derive(Deserialize)]
+        struct Cost<'a> {
+            #[serde(borrow)]
+            amount: Amount<'a>,
+        }
+        #[derive(Deserialize)]
+        struct Amount<'a> {
+            #[serde(borrow)]
+            value: &'a RawValue,
+        }
+        let today = Utc::now().date_naive();
+        let start = today.and_time(chrono::NaiveTime::MIN).and_utc().timestamp();
+        let mut total = NanoUsd::ZERO;
+        let mut page: Option<String> = None;
+        for _ in 0..10 {
+            let mut url =
+                format!("{base}/organization/costs?start_time={start}&bucket_width=1d&limit=1");
+            if let Some(page) = &page {
+                url.push_str("&page=");
+                url.push_str(page);
+            }
+            let (code, body) = self.get(url, admin_key).await?;
+            if !(200..300).contains(&code) {
+                return Err(format!(
+                    "the costs API answered {code} (an admin key is needed)"
+                ));
+            }
+            let parsed: Page<'_> = serde_json::from_slice(&body)
+                .map_err(|error| format!("unexpected costs answer: {error}"))?;
+            for cost in parsed.data.iter().flat_map(|bucket| bucket.results.iter()) {
+                let amount = money::parse_usd_json(cost.amount.value)?.unwrap_or(NanoUsd::ZERO);
+                total = total
+                    .checked_add(amount)
+                    .ok_or_else(|| "billed amount out of range".to_owned())?;
+            }
+            match (parsed.has_more, parsed.next_page) {
+                (true, Some(next)) => page = Some(next),
+                _ => return Ok((today, total)),
+            }
+        }
+        Err("the costs API kept paging".to_owned())
     }
 
     async fn poll_openrouter(&self) -> Result<Observation, String> {

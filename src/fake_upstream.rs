@@ -106,6 +106,17 @@ async fn account(Path((provider, path)): Path<(String, String)>, headers: Header
             StatusCode::FORBIDDEN,
             "Only management keys can perform this operation",
         ),
+        ("openai", "v1/organization/costs") if key.starts_with("sk-admin") => axum::Json(json!({
+            "object": "page", "has_more": false, "next_page": null,
+            "data": [{"object": "bucket", "start_time": 0, "end_time": 86400, "results": [
+                {"object": "organization.costs.result", "amount": {"value": 1.25, "currency": "usd"}, "line_item": null},
+                {"object": "organization.costs.result", "amount": {"value": "0.5", "currency": "usd"}, "line_item": null}
+            ]}]
+        }))
+        .into_response(),
+        ("openai", "v1/organization/costs") => {
+            error(StatusCode::FORBIDDEN, "an admin key is required")
+        }
         ("openai", "v1/models") | ("local", "v1/models") => axum::Json(
             json!({"object": "list", "data": [{"id": "gpt-4o-mini", "object": "model"}]}),
         )

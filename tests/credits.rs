@@ -256,3 +256,65 @@ async fn low_balances_and_used_up_key_limits_raise_alerts_that_clear() {
     app.stop().await;
     store.close().await;
 }
+
+/// With an admin key, what OpenAI billed today is read from its costs API
+/// and set beside what the ledger recorded.
+#[tokio::test]
+async fn openai_billing_is_reconciled_with_the_ledger() {
+    let base = fake().await;
+    let database = TestDatabase::sqlite();
+    let app = app(
+        &database,
+        &base,
+        &[
+            ("providers.openai.api_key", "sk-test"),
+            ("providers.openai.admin_key", "sk-admin-test"),
+        ],
+    )
+    .await;
+    for cost in ["0.75", "0.25"] {
+        let response = app
+            .post_usage(&json!({"provider": "openai", "model": "gpt-4o", "task_type": "chat", "cost_usd": cost}).to_string())
+            .await;
+        assert_eq!(response.status(), 202);
+    }
+    // Another provider's spend is not OpenAI's.
+    app.post_usage(&json!({"provider": "openrouter", "model": "openai/gpt-4o", "task_type": "chat", "cost_usd": "9"}).to_string())
+        .await;
+    app.recorder.flush().await.unwrap();
+    let openai = refresh(&app, "openai").await;
+    let reconciliation = &openai["reconciliation"];
+    assert_eq!(
+        reconciliation["day"],
+        chrono::Utc::now().date_naive().to_string(),
+        "{openai}"
+    );
+    assert_eq!(
+        reconciliation["billed_usd"], "1.75",
+        "two cost lines: 1.25 and 0.5"
+    );
+    assert_eq!(reconciliation["recorded_usd"], "1");
+    assert_eq!(reconciliation["difference_usd"], "0.75");
+    app.stop().await;
+    // A project key where an admin key belongs: no billing, the key still valid.
+    let database = TestDatabase::sqlite();
+    let app = app_with(&database, &base, "sk-test").await;
+    let openai = refresh(&app, "openai").await;
+    assert_eq!(
+        (openai["key_status"].as_str(), &openai["reconciliation"]),
+        (Some("valid"), &Value::Null)
+    );
+    app.stop().await;
+}
+
+async fn app_with(database: &TestDatabase, base: &str, admin_key: &str) -> TestApp {
+    app(
+        database,
+        base,
+        &[
+            ("providers.openai.api_key", "sk-test"),
+            ("providers.openai.admin_key", admin_key),
+        ],
+    )
+    .await
+}

@@ -16,9 +16,18 @@ use crate::credits::{self, Credits, RefreshError};
 use crate::money::{self, NanoUsd};
 use crate::usage::Provider;
 
-fn view(credits: &Credits) -> Value {
+fn view(credits: &Credits, recorded: Option<NanoUsd>) -> Value {
     let usd = |amount: Option<NanoUsd>| amount.map(|amount| amount.to_string());
+    let billed = credits.billed.map(|(day, amount)| {
+        json!({
+            "day": day,
+            "billed_usd": amount.to_string(),
+            "recorded_usd": recorded.map(|recorded| recorded.to_string()),
+            "difference_usd": recorded.map(|recorded| NanoUsd::from_nanos(amount.nanos().saturating_sub(recorded.nanos())).to_string()),
+        })
+    });
     json!({
+        "reconciliation": billed,
         "provider": credits.provider.as_str(),
         "balance_usd": usd(credits.balance),
         "total_credits_usd": usd(credits.total_credits),
@@ -49,17 +58,38 @@ fn provider(text: &str) -> Result<Provider, ApiError> {
     Provider::from_str(text).map_err(|error| ApiError::NotFound(error.to_string()))
 }
 
+/// A provider's credits, with what the ledger recorded on the day the
+/// provider reported billing for.
+async fn shown(state: &AppState, credits: &Credits) -> Result<Value, ApiError> {
+    let recorded = match credits.billed {
+        Some((day, _)) => {
+            let start = day.and_time(chrono::NaiveTime::MIN).and_utc();
+            Some(
+                state
+                    .store
+                    .provider_spend(credits.provider, start, start + chrono::Duration::days(1))
+                    .await?,
+            )
+        }
+        None => None,
+    };
+    Ok(view(credits, recorded))
+}
+
 async fn one(state: &AppState, provider: Provider) -> Result<Value, ApiError> {
     let credits = all(state).await?;
     let found = credits
         .iter()
         .find(|credits| credits.provider == provider)
         .ok_or_else(|| ApiError::NotFound(format!("no provider {provider}")))?;
-    Ok(view(found))
+    shown(state, found).await
 }
 
 pub async fn list(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    let data: Vec<Value> = all(&state).await?.iter().map(view).collect();
+    let mut data = Vec::new();
+    for credits in all(&state).await? {
+        data.push(shown(&state, &credits).await?);
+    }
     Ok(Json(json!({ "object": "list", "data": data })))
 }
 

@@ -19,24 +19,29 @@ type Row<T> = (
     String,
     Option<i64>,
     Option<T>,
+    Option<i64>,
+    Option<String>,
 );
 
 const SELECT: &str = "SELECT provider, balance_nano_usd, total_credits_nano_usd, total_usage_nano_usd, \
-     key_limit_nano_usd, key_limit_remaining_nano_usd, key_status, low_balance_threshold_nano_usd, checked_at \
+     key_limit_nano_usd, key_limit_remaining_nano_usd, key_status, low_balance_threshold_nano_usd, checked_at, \
+     billed_nano_usd, CAST(billed_day AS TEXT) \
      FROM ai_provider_credits ORDER BY provider";
 
 /// Writes a poll's findings. The balance is written only when the poll
-/// could read one (`$9`), so a balance set by hand survives polls of a
+/// could read one (`$11`), so a balance set by hand survives polls of a
 /// provider without a balance API.
 const OBSERVE: &str = "INSERT INTO ai_provider_credits (provider, key_status, balance_nano_usd, total_credits_nano_usd, \
-     total_usage_nano_usd, key_limit_nano_usd, key_limit_remaining_nano_usd, checked_at) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (provider) DO UPDATE SET \
+     total_usage_nano_usd, key_limit_nano_usd, key_limit_remaining_nano_usd, checked_at, billed_nano_usd, billed_day) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (provider) DO UPDATE SET \
+     billed_nano_usd = COALESCE(excluded.billed_nano_usd, ai_provider_credits.billed_nano_usd), \
+     billed_day = COALESCE(excluded.billed_day, ai_provider_credits.billed_day), \
      key_status = excluded.key_status, \
-     balance_nano_usd = CASE WHEN $9 THEN excluded.balance_nano_usd ELSE ai_provider_credits.balance_nano_usd END, \
+     balance_nano_usd = CASE WHEN $11 THEN excluded.balance_nano_usd ELSE ai_provider_credits.balance_nano_usd END, \
      total_credits_nano_usd = COALESCE(excluded.total_credits_nano_usd, ai_provider_credits.total_credits_nano_usd), \
      total_usage_nano_usd = COALESCE(excluded.total_usage_nano_usd, ai_provider_credits.total_usage_nano_usd), \
-     key_limit_nano_usd = CASE WHEN $10 THEN excluded.key_limit_nano_usd ELSE ai_provider_credits.key_limit_nano_usd END, \
-     key_limit_remaining_nano_usd = CASE WHEN $10 THEN excluded.key_limit_remaining_nano_usd ELSE ai_provider_credits.key_limit_remaining_nano_usd END, \
+     key_limit_nano_usd = CASE WHEN $12 THEN excluded.key_limit_nano_usd ELSE ai_provider_credits.key_limit_nano_usd END, \
+     key_limit_remaining_nano_usd = CASE WHEN $12 THEN excluded.key_limit_remaining_nano_usd ELSE ai_provider_credits.key_limit_remaining_nano_usd END, \
      checked_at = excluded.checked_at";
 
 /// Sets the threshold and, optionally, a balance by hand.
@@ -49,7 +54,27 @@ fn credits_from<T>(
     row: Row<T>,
     at: impl Fn(T) -> Result<DateTime<Utc>, StoreError>,
 ) -> Result<Credits, StoreError> {
-    let (provider, balance, credits, usage, limit, remaining, status, threshold, checked) = row;
+    let (
+        provider,
+        balance,
+        credits,
+        usage,
+        limit,
+        remaining,
+        status,
+        threshold,
+        checked,
+        billed,
+        billed_day,
+    ) = row;
+    let billed = match (billed_day, billed) {
+        (Some(day), Some(amount)) => Some((
+            chrono::NaiveDate::from_str(&day)
+                .map_err(|error| StoreError::Corrupt(error.to_string()))?,
+            NanoUsd::from_nanos(amount),
+        )),
+        _ => None,
+    };
     let nanos = |value: Option<i64>| value.map(NanoUsd::from_nanos);
     Ok(Credits {
         provider: Provider::from_str(&provider)
@@ -63,10 +88,42 @@ fn credits_from<T>(
             .map_err(|error| StoreError::Corrupt(error.to_string()))?,
         low_balance_threshold: nanos(threshold),
         checked_at: checked.map(at).transpose()?,
+        billed,
     })
 }
 
 impl Store {
+    /// What the ledger recorded for a provider in `[start, end)`, summed
+    /// from the quarter-hour spend aggregate.
+    pub async fn provider_spend(
+        &self,
+        provider: Provider,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+    ) -> Result<NanoUsd, StoreError> {
+        const SUM: &str = "SELECT CAST(COALESCE(SUM(cost_nano_usd), 0) AS BIGINT) FROM ai_budget_spend \
+             WHERE provider = $1 AND bucket_start >= $2 AND bucket_start < $3";
+        let nanos: i64 = match self {
+            Store::Sqlite(store) => {
+                sqlx::query_scalar(SUM)
+                    .bind(provider.as_str())
+                    .bind(start.timestamp_micros())
+                    .bind(end.timestamp_micros())
+                    .fetch_one(&store.reader)
+                    .await?
+            }
+            Store::Postgres(store) => {
+                sqlx::query_scalar(SUM)
+                    .bind(provider.as_str())
+                    .bind(start)
+                    .bind(end)
+                    .fetch_one(&store.pool)
+                    .await?
+            }
+        };
+        Ok(NanoUsd::from_nanos(nanos))
+    }
+
     /// Every provider's credits (providers never polled or set are absent).
     pub async fn credits(&self) -> Result<Vec<Credits>, StoreError> {
         match self {
@@ -112,6 +169,8 @@ impl Store {
                     .bind(nanos(limit))
                     .bind(nanos(remaining))
                     .bind(now.timestamp_micros())
+                    .bind(observation.billed_today.map(|(_, amount)| amount.nanos()))
+                    .bind(observation.billed_today.map(|(day, _)| day.to_string()))
                     .bind(balance_read)
                     .bind(limits)
                     .execute(&store.writer)
@@ -127,6 +186,8 @@ impl Store {
                     .bind(nanos(limit))
                     .bind(nanos(remaining))
                     .bind(now)
+                    .bind(observation.billed_today.map(|(_, amount)| amount.nanos()))
+                    .bind(observation.billed_today.map(|(day, _)| day))
                     .bind(balance_read)
                     .bind(limits)
                     .execute(&store.pool)
