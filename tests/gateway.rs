@@ -703,7 +703,7 @@ async fn a_burst_of_first_requests_with_a_new_key_all_pass() {
             // A small pool with a short wait: 200 lookups one after another
             // would time out.
             ("database.max_connections", "1"),
-            ("database.acquire_timeout_ms", "250"),
+            ("database.acquire_timeout_ms", "300"),
         ],
     );
     let store = connect_store(&database.url).await;
