@@ -759,6 +759,20 @@ async fn status_of(app: &TestApp, budget: &Value) -> Value {
     body
 }
 
+/// A budget's status, checked for its rollover and limit (USD).
+async fn rollover_and_limit(app: &TestApp, budget: &Value, rollover: &str, limit: &str) -> Value {
+    let status = status_of(app, budget).await;
+    assert_eq!(
+        (
+            status["rollover_usd"].as_str(),
+            status["limit_usd"].as_str()
+        ),
+        (Some(rollover), Some(limit)),
+        "{status}"
+    );
+    status
+}
+
 /// A budget made before the previous period rolls its unused part (or its
 /// overspend) into the current one; periods follow the budget's time zone.
 #[tokio::test]
@@ -806,43 +820,11 @@ async fn rollover_and_time_zones_follow_the_ledger_across_period_boundaries() {
         .await
         .unwrap();
     pool.close().await;
-    let status = status_of(&app, &unused).await;
-    assert_eq!(
-        (
-            status["rollover_usd"].as_str(),
-            status["limit_usd"].as_str()
-        ),
-        (Some("5"), Some("15")),
-        "{status}"
-    );
+    let status = rollover_and_limit(&app, &unused, "5", "15").await;
     assert_eq!(status["spent_usd"], "1");
-    let status = status_of(&app, &uncapped).await;
-    assert_eq!(
-        (
-            status["rollover_usd"].as_str(),
-            status["limit_usd"].as_str()
-        ),
-        (Some("7"), Some("17")),
-        "{status}"
-    );
-    let status = status_of(&app, &plain).await;
-    assert_eq!(
-        (
-            status["rollover_usd"].as_str(),
-            status["limit_usd"].as_str()
-        ),
-        (Some("0"), Some("10")),
-        "{status}"
-    );
-    let status = status_of(&app, &overage).await;
-    assert_eq!(
-        (
-            status["rollover_usd"].as_str(),
-            status["limit_usd"].as_str()
-        ),
-        (Some("-2"), Some("8")),
-        "{status}"
-    );
+    rollover_and_limit(&app, &uncapped, "7", "17").await;
+    rollover_and_limit(&app, &plain, "0", "10").await;
+    let status = rollover_and_limit(&app, &overage, "-2", "8").await;
     assert_eq!(status["spent_usd"], "0");
     // A budget that did not exist yesterday carries nothing over.
     let fresh = created(
