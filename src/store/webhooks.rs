@@ -170,34 +170,28 @@ impl Store {
         Ok(affected == 1)
     }
 
-    /// Alert events recorded at or after `since`, with their alerts.
-    pub async fn events_since(
+    /// Ids and times of the alert events recorded at or after `since`,
+    /// oldest first.
+    pub async fn alert_event_ids_since(
         &self,
         since: DateTime<Utc>,
-    ) -> Result<Vec<EventForDelivery>, StoreError> {
-        const SELECT: &str =
-            "SELECT id FROM ai_alert_events WHERE created_at >= $1 ORDER BY created_at, id";
-        let ids: Vec<Uuid> = match self {
+    ) -> Result<Vec<(Uuid, DateTime<Utc>)>, StoreError> {
+        const SELECT: &str = "SELECT id, created_at FROM ai_alert_events WHERE created_at >= $1 ORDER BY created_at, id";
+        match self {
             Store::Sqlite(store) => {
-                sqlx::query_scalar(SELECT)
+                let rows: Vec<(Uuid, i64)> = sqlx::query_as(SELECT)
                     .bind(since.timestamp_micros())
                     .fetch_all(&store.reader)
-                    .await?
+                    .await?;
+                rows.into_iter()
+                    .map(|(id, at)| micros(at).map(|at| (id, at)))
+                    .collect()
             }
-            Store::Postgres(store) => {
-                sqlx::query_scalar(SELECT)
-                    .bind(since)
-                    .fetch_all(&store.pool)
-                    .await?
-            }
-        };
-        let mut events = Vec::with_capacity(ids.len());
-        for id in ids {
-            if let Some(event) = self.event_for_delivery(id).await? {
-                events.push(event);
-            }
+            Store::Postgres(store) => Ok(sqlx::query_as(SELECT)
+                .bind(since)
+                .fetch_all(&store.pool)
+                .await?),
         }
-        Ok(events)
     }
 
     /// One alert event, with its alert.

@@ -34,7 +34,18 @@ pub struct Deliverer {
     settings: Arc<DeliverySettings>,
     /// Events before this were queued already (by this process).
     cursor: Arc<RwLock<DateTime<Utc>>>,
+    /// (event, webhook) pairs this process has queued (or found unwanted)
+    /// within the look-back margin, so a round neither re-reads nor
+    /// re-inserts them; with their event times, for pruning.
+    seen: Arc<RwLock<Seen>>,
 }
+
+/// (event id, webhook id) → the event's time.
+type Seen = HashMap<(uuid::Uuid, uuid::Uuid), DateTime<Utc>>;
+
+/// How far back each round looks again, for events another instance
+/// committed after this one's cursor passed their time.
+const LOOK_BACK: chrono::Duration = chrono::Duration::seconds(10);
 
 /// The body of an event, in a webhook's format.
 pub fn body(event: &EventForDelivery, format: WebhookFormat) -> serde_json::Value {
@@ -97,6 +108,7 @@ impl Deliverer {
             // After a restart, events of the last hour are queued again if
             // they were not (queueing is idempotent).
             cursor: Arc::new(RwLock::new(now - chrono::Duration::hours(1))),
+            seen: Arc::new(RwLock::new(HashMap::new())),
         })
     }
 
@@ -136,27 +148,52 @@ impl Deliverer {
             .cursor
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        // A margin for events committed late by another instance.
-        let events = self
-            .store
-            .events_since(cursor - chrono::Duration::seconds(10))
-            .await?;
-        for event in &events {
-            for webhook in webhooks.values() {
-                if webhook.created_at <= event.created_at
-                    && webhook.wants(event.event, event.severity)
-                {
+        let since = cursor - LOOK_BACK;
+        let ids = self.store.alert_event_ids_since(since).await?;
+        for (event_id, created_at) in &ids {
+            let pending: Vec<&Webhook> = {
+                let seen = self
+                    .seen
+                    .read()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                webhooks
+                    .values()
+                    .filter(|webhook| {
+                        webhook.created_at <= *created_at
+                            && !seen.contains_key(&(*event_id, webhook.id))
+                    })
+                    .collect()
+            };
+            if pending.is_empty() {
+                continue;
+            }
+            let Some(event) = self.store.event_for_delivery(*event_id).await? else {
+                continue;
+            };
+            for webhook in &pending {
+                if webhook.wants(event.event, event.severity) {
                     self.store
                         .enqueue_delivery(webhook.id, event.event_id, now)
                         .await?;
                 }
             }
+            let mut seen = self
+                .seen
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            for webhook in pending {
+                seen.insert((*event_id, webhook.id), *created_at);
+            }
         }
-        if let Some(latest) = events.iter().map(|event| event.created_at).max() {
+        if let Some(latest) = ids.iter().map(|(_, created_at)| *created_at).max() {
             *self
                 .cursor
                 .write()
                 .unwrap_or_else(std::sync::PoisonError::into_inner) = latest;
+            self.seen
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .retain(|_, at| *at >= latest - LOOK_BACK);
         }
         Ok(())
     }
