@@ -190,10 +190,16 @@ impl Store {
     }
 }
 
-const ALERT_COLUMNS: &str = "id, alert_type, dedupe_key, org_id, provider, model, severity, title, message, \
-     CAST(threshold_value AS TEXT) AS threshold_value, CAST(current_value AS TEXT) AS current_value, \
-     status, created_at, updated_at, acknowledged_at, acknowledged_by, resolved_at, resolved_by, \
-     condition_cleared";
+/// The columns an alert is read from (a macro, so that statements can be
+/// built with `concat!`).
+macro_rules! alert_columns {
+    () => {
+        "id, alert_type, dedupe_key, org_id, provider, model, severity, title, message, \
+         CAST(threshold_value AS TEXT) AS threshold_value, CAST(current_value AS TEXT) AS current_value, \
+         status, created_at, updated_at, acknowledged_at, acknowledged_by, resolved_at, resolved_by, \
+         condition_cleared"
+    };
+}
 
 /// Which alerts to list.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -336,10 +342,11 @@ struct AlertSql {
 }
 
 const SQLITE_SQL: AlertSql = AlertSql {
-    latest: "SELECT id, alert_type, dedupe_key, org_id, provider, model, severity, title, message, \
-         CAST(threshold_value AS TEXT) AS threshold_value, CAST(current_value AS TEXT) AS current_value, \
-         status, created_at, updated_at, acknowledged_at, acknowledged_by, resolved_at, resolved_by, \
-         condition_cleared FROM ai_usage_alerts WHERE dedupe_key = $1 ORDER BY created_at DESC, id DESC LIMIT 1",
+    latest: concat!(
+        "SELECT ",
+        alert_columns!(),
+        " FROM ai_usage_alerts WHERE dedupe_key = $1 ORDER BY created_at DESC, id DESC LIMIT 1"
+    ),
     insert: "INSERT INTO ai_usage_alerts (id, alert_type, dedupe_key, org_id, provider, model, severity, title, \
          message, threshold_value, current_value, status, created_at, updated_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'active', $12, $12) \
@@ -766,8 +773,10 @@ impl Store {
             for<'value> Uuid: sqlx::Encode<'value, DB> + sqlx::Type<DB>,
             for<'value> i64: sqlx::Encode<'value, DB> + sqlx::Type<DB>,
         {
-            let mut query = QueryBuilder::<DB>::new(format!(
-                "SELECT {ALERT_COLUMNS} FROM ai_usage_alerts WHERE 1 = 1"
+            let mut query = QueryBuilder::<DB>::new(concat!(
+                "SELECT ",
+                alert_columns!(),
+                " FROM ai_usage_alerts WHERE 1 = 1"
             ));
             if let Some(id) = id {
                 query.push(" AND id = ").push_bind(id);
