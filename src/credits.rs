@@ -62,7 +62,9 @@ impl Credits {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Observation {
     pub key_status: KeyStatus,
-    pub balance: Option<NanoUsd>,
+    /// `Some(None)`: read, and unknown (an unlimited key); `None`: not read
+    /// (a balance set by hand stays).
+    pub balance: Option<Option<NanoUsd>>,
     pub total_credits: Option<NanoUsd>,
     pub total_usage: Option<NanoUsd>,
     /// `Some(None)`: the key has no limit.
@@ -300,9 +302,9 @@ impl Poller {
                     observation.total_credits = credits;
                     observation.total_usage = usage;
                     if let (Some(credits), Some(usage)) = (credits, usage) {
-                        observation.balance = Some(NanoUsd::from_nanos(
+                        observation.balance = Some(Some(NanoUsd::from_nanos(
                             credits.nanos().saturating_sub(usage.nanos()),
-                        ));
+                        )));
                     }
                 }
                 403 => {
@@ -336,7 +338,7 @@ impl Poller {
         let remaining = usd(info.data.limit_remaining.filter(|raw| raw.get() != "null"))?;
         observation.key_limit = Some(limit);
         observation.key_limit_remaining = Some(remaining);
-        observation.balance = remaining;
+        observation.balance = Some(remaining);
         Ok(observation)
     }
 }

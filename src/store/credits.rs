@@ -156,8 +156,8 @@ impl Store {
         let limits = observation.key_limit.is_some();
         let limit = observation.key_limit.flatten();
         let remaining = observation.key_limit_remaining.flatten();
-        let balance_read = provider == Provider::OpenRouter && limits;
-        let balance = observation.balance;
+        let balance_read = observation.balance.is_some();
+        let balance = observation.balance.flatten();
         match self {
             Store::Sqlite(store) => {
                 sqlx::query(OBSERVE)
