@@ -66,6 +66,7 @@ impl App {
         crate::providers::install_crypto_provider();
         let store = Store::connect(&config.database).await?;
         let migrations = store.migrate().await?;
+        crate::analytics::after_migration(&store, &migrations, config.server.timezone).await?;
         let pricing = Arc::new(pricing_from_config(&config)?);
         // Bind before starting the recorder: a second instance on the same
         // address fails here, before it touches the spool.

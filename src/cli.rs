@@ -1,4 +1,5 @@
-//! The command line: `serve`, `migrate` and `pricing`. Commands write their
+//! The command line: `serve`, `migrate`, `pricing`, `keys`, `budgets`,
+//! `export`, `report` and `generate`. Commands write their
 //! results to the writer they are given (standard output in the binary);
 //! errors come back as [`CliError`] and `main` prints them on one line.
 
@@ -7,6 +8,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+mod analytics;
 mod budgets;
 mod keys;
 
@@ -63,6 +65,52 @@ pub enum Command {
         #[command(subcommand)]
         command: budgets::BudgetsCommand,
     },
+    /// Write every usage record matching the filters, oldest first, as CSV
+    /// or NDJSON.
+    Export {
+        /// csv or json (newline-delimited).
+        #[arg(long, default_value = "csv")]
+        format: String,
+        #[command(flatten)]
+        filters: Filters,
+        /// Write here instead of standard output (a progress bar shows on
+        /// standard error).
+        #[arg(long, short, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+    /// Print a summary of usage: totals, providers, top models and users,
+    /// open alerts and the 30-day projection.
+    Report {
+        /// How far back: 7d, 24h, 90m, 2w, or a date.
+        #[arg(long, default_value = "7d")]
+        since: String,
+        /// Only this organization.
+        #[arg(long)]
+        org: Option<String>,
+        /// Only this provider.
+        #[arg(long)]
+        provider: Option<Provider>,
+        /// Rows in the model and user tables.
+        #[arg(long, default_value_t = 10)]
+        top: usize,
+    },
+    /// Fill the database with synthetic usage (several orgs, users,
+    /// providers and models; daily and weekly patterns; errors) through the
+    /// recorder, for demos, tests and benchmarks. Deterministic per seed.
+    Generate {
+        /// How many records.
+        #[arg(long, default_value_t = 10_000)]
+        records: u64,
+        /// Over how many days, ending now.
+        #[arg(long, default_value_t = 30)]
+        days: u32,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        #[arg(long, default_value_t = 4)]
+        orgs: u32,
+        #[arg(long, default_value_t = 12)]
+        users_per_org: u32,
+    },
     /// Serve a simulated OpenAI/OpenRouter upstream, for tests, demos and
     /// benchmarks.
     #[command(hide = true)]
@@ -70,6 +118,27 @@ pub enum Command {
         #[arg(long, default_value = "127.0.0.1:9090")]
         listen: std::net::SocketAddr,
     },
+}
+
+/// The usage filters `export` takes.
+#[derive(Debug, clap::Args)]
+pub struct Filters {
+    /// From this date (YYYY-MM-DD, in the server's time zone) or RFC 3339 time.
+    #[arg(long)]
+    start_date: Option<String>,
+    /// Up to this date (inclusive) or RFC 3339 time (exclusive).
+    #[arg(long)]
+    end_date: Option<String>,
+    #[arg(long)]
+    provider: Option<Provider>,
+    #[arg(long)]
+    model: Option<String>,
+    #[arg(long)]
+    org: Option<String>,
+    #[arg(long)]
+    user: Option<String>,
+    #[arg(long)]
+    tag: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -156,6 +225,82 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<(), CliError> {
             store.close().await;
             result
         }
+        Command::Export {
+            format,
+            filters,
+            output,
+        } => {
+            let format = crate::export::Format::parse(&format).ok_or_else(|| {
+                CliError::Invalid(format!("--format `{format}`: expected csv or json"))
+            })?;
+            let timezone = config.server.timezone;
+            let filter = analytics::FilterFlags {
+                start_date: filters.start_date,
+                end_date: filters.end_date,
+                provider: filters.provider,
+                model: filters.model,
+                org: filters.org,
+                user: filters.user,
+                tag: filters.tag,
+            }
+            .into_filter(timezone)?;
+            let store = open_store(&config).await?;
+            let result = analytics::export(&store, format, filter, timezone, output, out).await;
+            store.close().await;
+            result
+        }
+        Command::Report {
+            since,
+            org,
+            provider,
+            top,
+        } => {
+            let timezone = config.server.timezone;
+            let mut filter = analytics::FilterFlags {
+                start_date: None,
+                end_date: None,
+                provider,
+                model: None,
+                org,
+                user: None,
+                tag: None,
+            }
+            .into_filter(timezone)?;
+            filter.start = Some(analytics::parse_since(
+                &since,
+                chrono::Utc::now(),
+                timezone,
+            )?);
+            let store = open_store(&config).await?;
+            let result = analytics::report(&store, filter, timezone, top, out).await;
+            store.close().await;
+            result
+        }
+        Command::Generate {
+            records,
+            days,
+            seed,
+            orgs,
+            users_per_org,
+        } => {
+            if days == 0 || orgs == 0 || users_per_org == 0 {
+                return Err(CliError::Invalid(
+                    "--days, --orgs and --users-per-org must be at least 1".to_owned(),
+                ));
+            }
+            let settings = crate::generate::Settings {
+                records,
+                days,
+                end: chrono::Utc::now(),
+                seed,
+                orgs,
+                users_per_org,
+            };
+            let store = open_store(&config).await?;
+            let result = analytics::generate(&config, store.clone(), settings, out).await;
+            store.close().await;
+            result
+        }
         Command::FakeUpstream { listen } => {
             let listener = tokio::net::TcpListener::bind(listen).await?;
             tracing::info!(%listen, "serving a fake upstream");
@@ -179,7 +324,13 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<(), CliError> {
 /// Connects and applies pending migrations (closing again on failure).
 async fn open_store(config: &Config) -> Result<Store, CliError> {
     let store = Store::connect(&config.database).await?;
-    if let Err(error) = store.migrate().await {
+    let migrated = match store.migrate().await {
+        Ok(report) => {
+            crate::analytics::after_migration(&store, &report, config.server.timezone).await
+        }
+        Err(error) => Err(error),
+    };
+    if let Err(error) = migrated {
         store.close().await;
         return Err(error.into());
     }
@@ -195,7 +346,12 @@ async fn serve(config: Config) -> Result<(), CliError> {
 
 async fn migrate(config: Config, out: &mut dyn Write) -> Result<(), CliError> {
     let store = Store::connect(&config.database).await?;
-    let report = store.migrate().await;
+    let report = match store.migrate().await {
+        Ok(report) => crate::analytics::after_migration(&store, &report, config.server.timezone)
+            .await
+            .map(|()| report),
+        Err(error) => Err(error),
+    };
     store.close().await;
     let report = report?;
     if report.applied.is_empty() {

@@ -3,14 +3,17 @@
 //! the HTTP surface, then assembly.
 
 pub mod alerts;
+pub mod analytics;
 pub mod app;
 pub mod auth;
 pub mod budget;
 pub mod cli;
 pub mod config;
 pub mod credits;
+pub mod export;
 pub mod fake_upstream;
 pub mod gateway;
+pub mod generate;
 pub mod http;
 pub mod ingest;
 pub mod keys;

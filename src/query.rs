@@ -45,6 +45,7 @@ const RECORD_PARAMETERS: &[&str] = &[
     "task_type",
     "org_id",
     "user_id",
+    "tag",
     "limit",
     "cursor",
 ];
@@ -141,6 +142,7 @@ pub fn parse_filter(
         task_type,
         org_id: text("org_id").map(str::to_owned),
         user_id: text("user_id").map(str::to_owned),
+        tag: text("tag").map(str::to_owned),
     })
 }
 

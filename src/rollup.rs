@@ -56,7 +56,8 @@ pub struct RollupDelta {
 }
 
 impl RollupDelta {
-    fn add(&mut self, record: &UsageRecord) {
+    /// Adds one record.
+    pub fn add(&mut self, record: &UsageRecord) {
         // Validation bounds every count (10¹² tokens, $10⁶), so these sums
         // stay far from i64::MAX; saturating is a guard, never a result.
         let add = |total: &mut i64, value: i64| *total = total.saturating_add(value);
@@ -90,6 +91,76 @@ impl RollupDelta {
             add(slot, 1);
         }
     }
+}
+
+impl RollupDelta {
+    /// Adds another row's counters to this one.
+    pub fn merge(&mut self, other: &RollupDelta) {
+        let add = |total: &mut i64, value: i64| *total = total.saturating_add(value);
+        add(&mut self.requests, other.requests);
+        add(&mut self.errors, other.errors);
+        add(&mut self.unpriced_requests, other.unpriced_requests);
+        add(&mut self.input_tokens, other.input_tokens);
+        add(&mut self.output_tokens, other.output_tokens);
+        add(&mut self.cached_input_tokens, other.cached_input_tokens);
+        add(&mut self.reasoning_tokens, other.reasoning_tokens);
+        add(&mut self.cost_nano_usd, other.cost_nano_usd);
+        add(&mut self.latency_ms_sum, other.latency_ms_sum);
+        add(&mut self.ttft_ms_sum, other.ttft_ms_sum);
+        add(&mut self.ttft_count, other.ttft_count);
+        for (total, value) in self
+            .latency_histogram
+            .iter_mut()
+            .zip(other.latency_histogram)
+        {
+            add(total, value);
+        }
+    }
+
+    /// The latency below which `per_mille`/1000 of the requests fall, read
+    /// from the histogram: the bucket holding that rank, interpolated
+    /// linearly inside it, so the answer is always within the true value's
+    /// bucket. The overflow bucket answers with its lower bound (120 s).
+    /// `None` without requests.
+    pub fn latency_percentile_ms(&self, per_mille: u32) -> Option<u64> {
+        latency_percentile_ms(&self.latency_histogram, per_mille)
+    }
+}
+
+/// See [`RollupDelta::latency_percentile_ms`].
+pub fn latency_percentile_ms(histogram: &[i64; LATENCY_BUCKETS], per_mille: u32) -> Option<u64> {
+    let counts: Vec<u128> = histogram
+        .iter()
+        .map(|count| u128::try_from(*count).unwrap_or(0))
+        .collect();
+    let total: u128 = counts.iter().sum();
+    if total == 0 {
+        return None;
+    }
+    // The 1-based rank of the request at this percentile (nearest rank).
+    let rank = (total * u128::from(per_mille.min(1_000)))
+        .div_ceil(1_000)
+        .max(1);
+    let mut below: u128 = 0;
+    for (bucket, count) in counts.iter().enumerate() {
+        if *count > 0 && below + count >= rank {
+            let lower = match bucket {
+                0 => 0,
+                _ => LATENCY_BUCKET_BOUNDS_MS
+                    .get(bucket - 1)
+                    .copied()
+                    .unwrap_or(0),
+            };
+            let Some(upper) = LATENCY_BUCKET_BOUNDS_MS.get(bucket).copied() else {
+                return Some(lower);
+            };
+            let width = u128::from(upper - lower);
+            let offset = width * (rank - below) / count;
+            return Some(lower + u64::try_from(offset).unwrap_or(0));
+        }
+        below += count;
+    }
+    LATENCY_BUCKET_BOUNDS_MS.last().copied()
 }
 
 /// Counts are validated to fit `i64` before they reach the recorder; this
@@ -154,5 +225,23 @@ mod tests {
         assert_eq!(latency_bucket(120_000), 20);
         assert_eq!(latency_bucket(120_001), 21);
         assert_eq!(latency_bucket(u64::MAX), LATENCY_BUCKETS - 1);
+    }
+
+    #[test]
+    fn percentiles_interpolate_inside_the_bucket_that_holds_the_rank() {
+        let mut histogram = [0_i64; LATENCY_BUCKETS];
+        // 100 requests: 50 in (100, 200], 40 in (200, 300], 10 in (1000, 1500].
+        histogram[5] = 50;
+        histogram[6] = 40;
+        histogram[10] = 10;
+        assert_eq!(latency_percentile_ms(&histogram, 500), Some(200));
+        assert_eq!(latency_percentile_ms(&histogram, 10), Some(102));
+        assert_eq!(latency_percentile_ms(&histogram, 900), Some(300));
+        assert_eq!(latency_percentile_ms(&histogram, 950), Some(1_250));
+        assert_eq!(latency_percentile_ms(&histogram, 1_000), Some(1_500));
+        assert_eq!(latency_percentile_ms(&[0; LATENCY_BUCKETS], 500), None);
+        let mut slow = [0_i64; LATENCY_BUCKETS];
+        slow[LATENCY_BUCKETS - 1] = 3;
+        assert_eq!(latency_percentile_ms(&slow, 990), Some(120_000));
     }
 }

@@ -2,6 +2,7 @@
 //! codes. Handlers extract, call one function, and map the result.
 
 mod alerts;
+mod analytics;
 mod auth;
 mod budgets;
 mod error;
@@ -70,6 +71,12 @@ pub fn router(state: AppState) -> Router {
     let api = Router::new()
         .route("/usage", post(usage::ingest))
         .route("/usage/records", get(usage::records))
+        .route("/usage/export", get(usage::export))
+        .route("/usage/stats", get(analytics::stats))
+        .route("/usage/daily", get(analytics::daily))
+        .route("/usage/hourly", get(analytics::hourly))
+        .route("/models/performance", get(analytics::performance))
+        .route("/projections", get(analytics::projections))
         .route("/budgets", get(budgets::list).post(budgets::create))
         .route(
             "/budgets/{id}",

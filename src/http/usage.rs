@@ -7,17 +7,16 @@ use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
-use chrono::{DateTime, Utc};
-use serde::Serialize;
+use chrono::Utc;
 use serde_json::{Value, json};
 
 use super::error::record_error;
 use super::{ApiError, AppState};
+use crate::export::{Encoder, ExportError, Format, Pages, RecordView};
 use crate::ingest;
 use crate::query::{self, RecordQuery};
 use crate::recorder::RecordError;
 use crate::store::Cursor;
-use crate::usage::UsageRecord;
 
 /// Takes one record or a batch; answers 202 once every record is validated,
 /// priced and queued (the write itself happens in the background).
@@ -75,69 +74,89 @@ pub async fn records(
     })))
 }
 
-/// A usage record as the API shows it: the table's columns, cost both as a
-/// decimal USD string and integer nano-USD.
-#[derive(Serialize)]
-struct RecordView<'a> {
-    request_id: uuid::Uuid,
-    parent_request_id: Option<uuid::Uuid>,
-    created_at: DateTime<Utc>,
-    org_id: &'a str,
-    user_id: Option<&'a str>,
-    api_key_id: Option<uuid::Uuid>,
-    provider: &'static str,
-    model: &'a str,
-    task_type: &'static str,
-    input_tokens: u64,
-    output_tokens: u64,
-    cached_input_tokens: u64,
-    reasoning_tokens: u64,
-    cost_usd: Option<String>,
-    cost_nano_usd: Option<i64>,
-    estimated_cost_usd: Option<String>,
-    estimated_cost_nano_usd: Option<i64>,
-    cost_status: &'static str,
-    latency_ms: u64,
-    time_to_first_token_ms: Option<u64>,
-    status_code: Option<u16>,
-    success: bool,
-    status: &'static str,
-    error_type: Option<&'a str>,
-    stream: bool,
-    provider_request_id: Option<&'a str>,
-    metadata: &'a Value,
+/// `GET /api/v1/usage/export?format=csv|json`: every matching record,
+/// oldest first, streamed page by page (one page in memory at a time).
+pub async fn export(
+    State(state): State<AppState>,
+    Query(mut parameters): Query<HashMap<String, String>>,
+) -> Result<axum::response::Response, ApiError> {
+    let format = match parameters.remove("format") {
+        None => Format::Csv,
+        Some(text) => Format::parse(&text)
+            .ok_or_else(|| ApiError::invalid("format", "must be csv or json"))?,
+    };
+    if let Some(unknown) = parameters
+        .keys()
+        .find(|name| !EXPORT_FILTERS.contains(&name.as_str()))
+    {
+        return Err(ApiError::invalid(
+            unknown.clone(),
+            format!(
+                "unknown parameter (expected format or one of: {})",
+                EXPORT_FILTERS.join(", ")
+            ),
+        ));
+    }
+    let filter = query::parse_filter(&parameters, state.config.server.timezone)
+        .map_err(|error| ApiError::invalid(error.param, error.message))?;
+    let mut pages = Pages::new(state.store.clone(), filter);
+    // The first page is read before answering, so a database that is down
+    // gets a proper error status rather than a truncated 200.
+    let first = pages.next().await?;
+    let mut encoder = Encoder::new(format);
+    let state = (pages, encoder_first(&mut encoder, first)?, encoder);
+    let body = futures_util::stream::unfold(Some(state), |state| async move {
+        let (mut pages, ready, mut encoder) = state?;
+        if let Some(bytes) = ready {
+            return Some((Ok(Bytes::from(bytes)), Some((pages, None, encoder))));
+        }
+        let page = match pages.next().await {
+            Ok(Some(records)) if !records.is_empty() => records,
+            Ok(_) => return None,
+            Err(error) => {
+                tracing::error!(%error, "export stopped: the ledger could not be read");
+                return Some((Err(ExportError::from(error)), None));
+            }
+        };
+        match encoder.encode(&page) {
+            Ok(bytes) => Some((Ok(Bytes::from(bytes)), Some((pages, None, encoder)))),
+            Err(error) => {
+                tracing::error!(%error, "export stopped");
+                Some((Err(error), None))
+            }
+        }
+    });
+    let filename = format!("tollgate-usage.{}", format.extension());
+    axum::response::Response::builder()
+        .header(axum::http::header::CONTENT_TYPE, format.content_type())
+        .header(
+            axum::http::header::CONTENT_DISPOSITION,
+            format!("attachment; filename=\"{filename}\""),
+        )
+        .body(axum::body::Body::from_stream(body))
+        .map_err(|_| ApiError::Internal)
 }
 
-impl<'a> From<&'a UsageRecord> for RecordView<'a> {
-    fn from(record: &'a UsageRecord) -> Self {
-        RecordView {
-            request_id: record.request_id,
-            parent_request_id: record.parent_request_id,
-            created_at: record.created_at,
-            org_id: &record.org_id,
-            user_id: record.user_id.as_deref(),
-            api_key_id: record.api_key_id,
-            provider: record.provider.as_str(),
-            model: &record.model,
-            task_type: record.task_type.as_str(),
-            input_tokens: record.tokens.input,
-            output_tokens: record.tokens.output,
-            cached_input_tokens: record.tokens.cached_input,
-            reasoning_tokens: record.tokens.reasoning,
-            cost_usd: record.cost.map(|cost| cost.to_string()),
-            cost_nano_usd: record.cost.map(|cost| cost.nanos()),
-            estimated_cost_usd: record.estimated_cost.map(|cost| cost.to_string()),
-            estimated_cost_nano_usd: record.estimated_cost.map(|cost| cost.nanos()),
-            cost_status: record.cost_status.as_str(),
-            latency_ms: record.latency_ms,
-            time_to_first_token_ms: record.time_to_first_token_ms,
-            status_code: record.status_code,
-            success: record.success(),
-            status: record.status.as_str(),
-            error_type: record.error_type.as_deref(),
-            stream: record.stream,
-            provider_request_id: record.provider_request_id.as_deref(),
-            metadata: &record.metadata,
-        }
-    }
+const EXPORT_FILTERS: &[&str] = &[
+    "start_date",
+    "end_date",
+    "provider",
+    "model",
+    "task_type",
+    "org_id",
+    "user_id",
+    "tag",
+];
+
+/// The bytes of the first page (the CSV header even when it is empty).
+fn encoder_first(
+    encoder: &mut Encoder,
+    first: Option<Vec<crate::usage::UsageRecord>>,
+) -> Result<Option<Vec<u8>>, ApiError> {
+    let records = first.unwrap_or_default();
+    let bytes = encoder.encode(&records).map_err(|error| {
+        tracing::error!(%error, "export failed");
+        ApiError::Internal
+    })?;
+    Ok(Some(bytes))
 }

@@ -7,6 +7,7 @@
 //! SQL is written here as literals and filters are bound, never formatted in.
 
 mod alerts;
+mod analytics;
 mod budgets;
 mod credits;
 mod error;
@@ -21,11 +22,13 @@ use chrono_tz::Tz;
 use uuid::Uuid;
 
 pub use alerts::AlertFilter;
+pub use analytics::{AggregateRow, Bucket, Grouping};
 pub use budgets::{LeaseGrant, LeaseRequest};
 pub use error::StoreError;
 pub use keys::KeyRecord;
 pub use webhooks::{AttemptOutcome, DeliveryRecord, DueDelivery, EventForDelivery, NextStep};
 
+use crate::analytics::plan::Segment;
 use crate::config::DatabaseConfig;
 use crate::rollup::{RollupDelta, RollupKey};
 use crate::usage::{Provider, TaskType, UsageRecord};
@@ -41,6 +44,8 @@ pub struct RecordFilter {
     pub task_type: Option<TaskType>,
     pub org_id: Option<String>,
     pub user_id: Option<String>,
+    /// Records whose `metadata.tags` holds this tag.
+    pub tag: Option<String>,
 }
 
 /// A position in the newest-first record listing.
@@ -50,7 +55,14 @@ pub struct Cursor {
     pub request_id: Uuid,
 }
 
-/// One page of records, newest first, and where the next page starts.
+/// The order of a record listing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Order {
+    NewestFirst,
+    OldestFirst,
+}
+
+/// One page of records, and where the next page starts.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RecordPage {
     pub records: Vec<UsageRecord>,
@@ -144,7 +156,24 @@ impl Store {
         cursor: Option<Cursor>,
         limit: u32,
     ) -> Result<RecordPage, StoreError> {
-        dispatch!(self, usage_records(filter, cursor, limit))
+        dispatch!(
+            self,
+            usage_records(filter, cursor, limit, Order::NewestFirst)
+        )
+    }
+
+    /// Records matching `filter`, oldest first, after `cursor`: the export's
+    /// pages.
+    pub async fn usage_records_oldest_first(
+        &self,
+        filter: &RecordFilter,
+        cursor: Option<Cursor>,
+        limit: u32,
+    ) -> Result<RecordPage, StoreError> {
+        dispatch!(
+            self,
+            usage_records(filter, cursor, limit, Order::OldestFirst)
+        )
     }
 
     /// Rollup rows whose org, provider, model and task type match the filter,
@@ -155,6 +184,48 @@ impl Store {
         timezone: Tz,
     ) -> Result<Vec<(RollupKey, RollupDelta)>, StoreError> {
         dispatch!(self, rollups(filter, timezone))
+    }
+
+    /// Adds already-stored records to the analytics rollups (and nothing
+    /// else), in one transaction: the backfill after migration 0006.
+    pub async fn add_to_usage_rollups(
+        &self,
+        records: &[UsageRecord],
+        timezone: Tz,
+    ) -> Result<(), StoreError> {
+        let deltas = crate::analytics::rollups::usage_deltas(records, timezone);
+        match self {
+            Store::Sqlite(store) => {
+                let mut transaction = store.writer.begin_with("BEGIN IMMEDIATE").await?;
+                analytics::add_usage_sqlite(&mut transaction, &deltas).await?;
+                transaction.commit().await?;
+            }
+            Store::Postgres(store) => {
+                let mut transaction = store.pool.begin().await?;
+                analytics::add_usage_postgres(&mut transaction, &deltas).await?;
+                transaction.commit().await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sums of the records in one segment of a range that match `filter`
+    /// (its `start` and `end` are ignored: the segment is the range),
+    /// grouped as asked.
+    pub async fn usage_aggregate(
+        &self,
+        segment: &Segment,
+        filter: &RecordFilter,
+        grouping: Grouping,
+    ) -> Result<Vec<AggregateRow>, StoreError> {
+        match self {
+            Store::Sqlite(store) => {
+                analytics::aggregate_sqlite(&store.reader, segment, filter, grouping).await
+            }
+            Store::Postgres(store) => {
+                analytics::aggregate_postgres(&store.pool, segment, filter, grouping).await
+            }
+        }
     }
 
     /// Closes every connection; in-flight queries finish first.

@@ -17,8 +17,9 @@ use uuid::Uuid;
 
 use super::budgets;
 use super::rows::{self, UsageRow};
-use super::{BatchOutcome, Cursor, MigrationReport, RecordFilter, RecordPage, StoreError};
+use super::{BatchOutcome, Cursor, MigrationReport, Order, RecordFilter, RecordPage, StoreError};
 use crate::alerts;
+use crate::analytics::rollups as analytics;
 use crate::budget;
 use crate::config::DatabaseConfig;
 use crate::rollup::{self, RollupDelta, RollupKey};
@@ -123,6 +124,8 @@ impl PostgresStore {
         budgets::add_spend_postgres(&mut transaction, &spend).await?;
         let minutes = alerts::minutes::minute_deltas(inserted.iter().copied());
         super::alerts::add_minutes_postgres(&mut transaction, &minutes).await?;
+        let usage = analytics::usage_deltas(inserted.iter().copied(), timezone);
+        super::analytics::add_usage_postgres(&mut transaction, &usage).await?;
         let deltas = rollup::rollup(inserted.iter().copied(), timezone);
         if !deltas.is_empty() {
             let now = Utc::now();
@@ -162,7 +165,12 @@ impl PostgresStore {
         filter: &RecordFilter,
         cursor: Option<Cursor>,
         limit: u32,
+        order: Order,
     ) -> Result<RecordPage, StoreError> {
+        let (compare, direction) = match order {
+            Order::NewestFirst => (" < (", " DESC"),
+            Order::OldestFirst => (" > (", " ASC"),
+        };
         let mut query = QueryBuilder::<Postgres>::new(rows::SELECT_USAGE);
         if let Some(start) = filter.start {
             query.push(" AND created_at >= ").push_bind(start);
@@ -174,16 +182,26 @@ impl PostgresStore {
         if let Some(user_id) = &filter.user_id {
             query.push(" AND user_id = ").push_bind(user_id.clone());
         }
+        if let Some(tag) = &filter.tag {
+            query
+                .push(" AND metadata -> 'tags' ? ")
+                .push_bind(tag.clone());
+        }
         if let Some(cursor) = cursor {
             query
-                .push(" AND (created_at, request_id) < (")
+                .push(" AND (created_at, request_id)")
+                .push(compare)
                 .push_bind(cursor.created_at)
                 .push(", ")
                 .push_bind(cursor.request_id)
                 .push(")");
         }
         query
-            .push(" ORDER BY created_at DESC, request_id DESC LIMIT ")
+            .push(" ORDER BY created_at")
+            .push(direction)
+            .push(", request_id")
+            .push(direction)
+            .push(" LIMIT ")
             .push_bind(i64::from(limit) + 1);
         let rows: Vec<PostgresUsageRow> = query.build_query_as().fetch_all(&self.pool).await?;
         let records = rows

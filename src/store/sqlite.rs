@@ -17,9 +17,10 @@ use sqlx::{QueryBuilder, Sqlite};
 use uuid::Uuid;
 
 use super::budgets;
-use super::rows::{self, UsageRow};
-use super::{BatchOutcome, Cursor, MigrationReport, RecordFilter, RecordPage, StoreError};
+use super::rows::{self, UsageRow, statement_runs};
+use super::{BatchOutcome, Cursor, MigrationReport, Order, RecordFilter, RecordPage, StoreError};
 use crate::alerts;
+use crate::analytics::rollups as analytics;
 use crate::budget;
 use crate::config::DatabaseConfig;
 use crate::rollup::{self, RollupDelta, RollupKey};
@@ -32,26 +33,6 @@ const SQLITE_TABLES: &str = "SELECT name FROM sqlite_master WHERE type = 'table'
 /// Rows per INSERT statement: 25 columns × 1,000 stays under SQLite's
 /// 32,766-variable limit.
 const ROWS_PER_STATEMENT: usize = 1_000;
-
-/// Multi-row statements are sent in these row counts only, so that sqlx's
-/// prepared-statement cache holds a dozen statements rather than one per
-/// batch size seen (a 1,000-row INSERT prepares to about 1 MB; caching one
-/// per distinct size held 68 MB under gateway traffic).
-const STATEMENT_SIZES: [usize; 11] = [ROWS_PER_STATEMENT, 512, 256, 128, 64, 32, 16, 8, 4, 2, 1];
-
-/// Splits `rows` into consecutive runs whose lengths are in
-/// [`STATEMENT_SIZES`], largest first: at most ten statements for a
-/// remainder under 1,000.
-fn statement_runs<T>(mut rows: &[T]) -> impl Iterator<Item = &[T]> {
-    std::iter::from_fn(move || {
-        let size = STATEMENT_SIZES
-            .into_iter()
-            .find(|size| *size <= rows.len())?;
-        let (run, rest) = rows.split_at(size);
-        rows = rest;
-        Some(run)
-    })
-}
 
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
@@ -162,6 +143,8 @@ impl SqliteStore {
         for run in statement_runs(&minutes) {
             super::alerts::add_minutes_sqlite(&mut transaction, run).await?;
         }
+        let usage = analytics::usage_deltas(inserted.iter().copied(), timezone);
+        super::analytics::add_usage_sqlite(&mut transaction, &usage).await?;
         let now = Utc::now().timestamp_micros();
         for run in statement_runs(&deltas) {
             let mut upsert = QueryBuilder::<Sqlite>::new(rows::INSERT_ROLLUP_PREFIX);
@@ -200,19 +183,29 @@ impl SqliteStore {
         filter: &RecordFilter,
         cursor: Option<Cursor>,
         limit: u32,
+        order: Order,
     ) -> Result<RecordPage, StoreError> {
+        let (compare, direction) = match order {
+            Order::NewestFirst => (" < (", " DESC"),
+            Order::OldestFirst => (" > (", " ASC"),
+        };
         let mut query = QueryBuilder::<Sqlite>::new(rows::SELECT_USAGE);
         push_record_filter(&mut query, filter);
         if let Some(cursor) = cursor {
             query
-                .push(" AND (created_at, request_id) < (")
+                .push(" AND (created_at, request_id)")
+                .push(compare)
                 .push_bind(cursor.created_at.timestamp_micros())
                 .push(", ")
                 .push_bind(cursor.request_id)
                 .push(")");
         }
         query
-            .push(" ORDER BY created_at DESC, request_id DESC LIMIT ")
+            .push(" ORDER BY created_at")
+            .push(direction)
+            .push(", request_id")
+            .push(direction)
+            .push(" LIMIT ")
             .push_bind(i64::from(limit) + 1);
         let rows: Vec<SqliteUsageRow> = query.build_query_as().fetch_all(&self.reader).await?;
         let records = rows
@@ -263,6 +256,12 @@ fn push_record_filter(query: &mut QueryBuilder<Sqlite>, filter: &RecordFilter) {
     rows::push_dimension_filter(query, filter);
     if let Some(user_id) = &filter.user_id {
         query.push(" AND user_id = ").push_bind(user_id.clone());
+    }
+    if let Some(tag) = &filter.tag {
+        query
+            .push(" AND EXISTS (SELECT 1 FROM json_each(metadata, '$.tags') WHERE value = ")
+            .push_bind(tag.clone())
+            .push(")");
     }
 }
 
