@@ -225,6 +225,25 @@ impl App {
                 },
             )
         };
+        // Reports: the first round runs at once, so a period missed while
+        // the server was down is delivered on start.
+        let reporting = {
+            let scheduler =
+                crate::reports::Scheduler::new(store.clone(), report_settings(&state.config))
+                    .map_err(|error| AppError::Serve(std::io::Error::other(error)))?;
+            start_periodic(
+                Duration::from_secs(state.config.reports.check_interval_seconds.max(1)),
+                None,
+                move || {
+                    let scheduler = scheduler.clone();
+                    async move {
+                        if let Err(error) = scheduler.run_due(chrono::Utc::now()).await {
+                            tracing::warn!(%error, "cannot run scheduled reports");
+                        }
+                    }
+                },
+            )
+        };
         let router = http::router(state);
         tracing::info!(address = %listener.local_addr().map_err(AppError::Serve)?, "serving");
         // Without TCP_NODELAY, small writes (one SSE event each) wait on
@@ -242,6 +261,11 @@ impl App {
         tasks.close();
         tasks.wait().await;
         let _ = stop_budgets.send(());
+        let (stop_reporting, reporting_loop) = reporting;
+        let _ = stop_reporting.send(());
+        if let Err(error) = reporting_loop.await {
+            tracing::error!(%error, "the report scheduling task failed");
+        }
         let (stop_polling, polling_loop) = polling;
         let _ = stop_polling.send(());
         if let Err(error) = polling_loop.await {
@@ -280,6 +304,16 @@ pub fn delivery_settings(config: &Config) -> DeliverySettings {
         timeout: Duration::from_secs(webhooks.timeout_seconds.max(1)),
         first_backoff: Duration::from_secs(webhooks.first_backoff_seconds),
         max_backoff: Duration::from_secs(webhooks.max_backoff_seconds),
+    }
+}
+
+/// Scheduled report settings from the configuration.
+pub fn report_settings(config: &Config) -> crate::reports::SchedulerSettings {
+    crate::reports::SchedulerSettings {
+        root: config.reports.folder.clone(),
+        timezone: config.server.timezone,
+        allow_private: config.webhooks.allow_private,
+        timeout: Duration::from_secs(config.webhooks.timeout_seconds.max(1)),
     }
 }
 

@@ -26,6 +26,7 @@ pub const ENVIRONMENT: &[(&str, &str)] = &[
     ("TOLLGATE_BUDGETS_FAIL_CLOSED", "budgets.fail_closed"),
     ("TOLLGATE_ALERTS_ENABLED", "alerts.enabled"),
     ("TOLLGATE_WEBHOOK_ALLOW_PRIVATE", "webhooks.allow_private"),
+    ("TOLLGATE_REPORTS_FOLDER", "reports.folder"),
     (
         "OPENROUTER_MANAGEMENT_KEY",
         "providers.openrouter.management_key",
@@ -91,6 +92,15 @@ pub struct Config {
     pub alerts: AlertsConfig,
     pub webhooks: WebhooksConfig,
     pub credits: CreditsConfig,
+    pub reports: ReportsConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportsConfig {
+    /// Scheduled reports write their files in folders under this one.
+    pub folder: PathBuf,
+    pub check_interval_seconds: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -854,3 +854,117 @@ async fn stats_of(
         .unwrap();
     tollgate::analytics::summary::stats(&rows)
 }
+
+#[tokio::test]
+async fn metrics_count_each_stored_record_once_and_show_budgets_and_alerts() {
+    let database = TestDatabase::sqlite();
+    let app = spawn_app(test_config(&database.url, &database.spool_dir(), &[])).await;
+    // The registry is the process's: a model name of its own keeps this
+    // test's series apart from other tests'.
+    let model = format!("metrics-model-{}", uuid::Uuid::now_v7().simple());
+    let mut settings = Settings::new(200, 2, Utc::now());
+    settings.seed = 99;
+    let events: Vec<UsageEvent> = Generator::new(settings)
+        .map(|mut event| {
+            event.model = model.clone();
+            event.provider = tollgate::usage::Provider::OpenRouter;
+            event
+        })
+        .collect();
+    app.recorder.record(events.clone()).unwrap();
+    app.recorder.flush().await.unwrap();
+    // The same records again (a client retrying its ingest): not counted twice.
+    app.recorder.record(events.clone()).unwrap();
+    app.recorder.flush().await.unwrap();
+    let (status, _) = app
+        .admin(
+            Method::POST,
+            "/api/v1/budgets",
+            Some(serde_json::json!({"org_id": "default", "budget_type": "daily", "budget_amount_usd": "10"})),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let body = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let value = |prefix: &str| -> Option<String> {
+        body.lines()
+            .find(|line| line.starts_with(prefix))
+            .and_then(|line| line.rsplit(' ').next())
+            .map(str::to_owned)
+    };
+    let records = app.all_records().await;
+    let ours: Vec<&Value> = records
+        .iter()
+        .filter(|record| record["model"] == model.as_str())
+        .collect();
+    assert_eq!(ours.len(), 200);
+    let ok = ours
+        .iter()
+        .filter(|record| record["status"] == "ok")
+        .count();
+    let requests_ok: u64 = body
+        .lines()
+        .filter(|line| {
+            line.starts_with("tollgate_requests_total{")
+                && line.contains(&model)
+                && line.contains("status=\"ok\"")
+        })
+        .map(|line| line.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(requests_ok, ok as u64, "each stored record counted once");
+    let cost_nanos: i64 = ours
+        .iter()
+        .map(|record| record["cost_nano_usd"].as_i64().unwrap_or(0))
+        .sum();
+    let reported: i64 = body
+        .lines()
+        .filter(|line| line.starts_with("tollgate_cost_usd_total{") && line.contains(&model))
+        .map(|line| {
+            let text = line.rsplit(' ').next().unwrap();
+            let (whole, fraction) = text.split_once('.').unwrap();
+            whole.parse::<i64>().unwrap() * 1_000_000_000 + fraction.parse::<i64>().unwrap()
+        })
+        .sum();
+    assert_eq!(reported, cost_nanos, "cost exact to the nano-dollar");
+    let input: i64 = ours
+        .iter()
+        .map(|record| record["input_tokens"].as_i64().unwrap())
+        .sum();
+    let input_reported: i64 = body
+        .lines()
+        .filter(|line| {
+            line.starts_with("tollgate_tokens_total{")
+                && line.contains(&model)
+                && line.contains("kind=\"input\"")
+        })
+        .map(|line| line.rsplit(' ').next().unwrap().parse::<i64>().unwrap())
+        .sum();
+    assert_eq!(input_reported, input);
+    let histogram_count: u64 = body
+        .lines()
+        .filter(|line| {
+            line.starts_with("tollgate_request_duration_seconds_count{") && line.contains(&model)
+        })
+        .map(|line| line.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(histogram_count, 200);
+    assert!(body.contains("le=\"+Inf\""));
+    assert!(
+        value("tollgate_budget_utilization_ratio{").is_some(),
+        "{body}"
+    );
+    for severity in ["low", "medium", "high", "critical"] {
+        assert!(body.contains(&format!(
+            "tollgate_alerts_active{{severity=\"{severity}\"}}"
+        )));
+    }
+    assert!(body.contains("# TYPE tollgate_cost_usd_total counter"));
+    app.stop().await;
+}

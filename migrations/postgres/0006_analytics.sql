@@ -138,11 +138,11 @@ CREATE TABLE ai_usage_daily_tags (
 );
 
 CREATE TABLE scheduled_reports (
-    id                 TEXT PRIMARY KEY NOT NULL,
+    id                 UUID PRIMARY KEY NOT NULL,
     name               TEXT NOT NULL,
     frequency          TEXT NOT NULL CHECK (frequency IN ('daily', 'weekly', 'monthly')),
     org_id             TEXT,
-    webhook_id         TEXT,
+    webhook_id         UUID,
     folder             TEXT,
     last_period_start  DATE,
     last_run_at        TIMESTAMPTZ,

@@ -23,6 +23,7 @@ use uuid::Uuid;
 use super::Budget;
 use super::period::Period;
 use super::status::{self, BudgetStatus};
+use crate::analytics::projection;
 use crate::money::NanoUsd;
 use crate::store::{LeaseRequest, Store, StoreError};
 use crate::usage::{Provider, UsageRecord};
@@ -765,7 +766,53 @@ impl Budgets {
     }
 
     /// A budget's status: the ledger's spend, and what every instance holds.
+    /// Where `budget` stands, with the limit's projected exhaustion from
+    /// the analytics model fitted on the scope's last 13 weeks of daily
+    /// spend (in the budget's time zone).
     pub async fn status(&self, budget: &Budget) -> Result<BudgetStatus, StoreError> {
+        let now = Utc::now();
+        let (status, _) = self.status_parts(budget, now).await?;
+        let timezone = budget.timezone;
+        let today = now.with_timezone(&timezone).date_naive();
+        let first_day = today
+            .checked_sub_days(chrono::Days::new(projection::MAX_HISTORY_DAYS as u64))
+            .unwrap_or(today);
+        let start = super::period::local_midnight(first_day, timezone);
+        let today_start = super::period::local_midnight(today, timezone);
+        let buckets = self
+            .inner
+            .store
+            .budget_spend_by_bucket(budget, start, now)
+            .await?;
+        let days = usize::try_from((today - first_day).num_days()).unwrap_or(0);
+        let mut history = vec![0_i64; days];
+        let mut spent_today = 0_i64;
+        for (at, nanos) in buckets {
+            if at >= today_start {
+                spent_today = spent_today.saturating_add(nanos);
+                continue;
+            }
+            let day = at.with_timezone(&timezone).date_naive();
+            if let Some(slot) = usize::try_from((day - first_day).num_days())
+                .ok()
+                .and_then(|index| history.get_mut(index))
+            {
+                *slot = slot.saturating_add(nanos);
+            }
+        }
+        Ok(status::with_model_projection(
+            status,
+            timezone,
+            now,
+            first_day,
+            &history,
+            NanoUsd::from_nanos(spent_today),
+        ))
+    }
+
+    /// Where `budget` stands, with the period-rate projection only (no
+    /// history read): for frequent callers such as the metrics scrape.
+    pub async fn current_status(&self, budget: &Budget) -> Result<BudgetStatus, StoreError> {
         self.status_parts(budget, Utc::now())
             .await
             .map(|(status, _)| status)

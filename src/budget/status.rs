@@ -1,10 +1,12 @@
 //! Where a budget stands in its current period: pure arithmetic over the
 //! spend the store reports.
 
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
+use chrono_tz::Tz;
 
 use super::Budget;
 use super::period::{self, Period};
+use crate::analytics::projection;
 use crate::money::NanoUsd;
 use crate::usage::named_enum;
 
@@ -33,9 +35,14 @@ pub struct BudgetStatus {
     /// `limit - spent - reserved`, never below zero.
     pub remaining: NanoUsd,
     pub state: BudgetState,
-    /// When spending at the period's average rate so far uses up the limit,
-    /// if that happens before the period ends.
+    /// When the limit is projected to run out, if before the period ends:
+    /// at the period's average rate so far from [`status`]; from the
+    /// weekday-and-trend model once [`with_model_projection`] has seen the
+    /// scope's history.
     pub projected_exhaustion: Option<DateTime<Utc>>,
+    /// Which projection `projected_exhaustion` comes from: `period_rate`, or
+    /// the model's method (`weekday_trend`, `recent_mean`).
+    pub projection_method: &'static str,
 }
 
 /// The period of `budget` that contains `now`.
@@ -104,7 +111,68 @@ pub fn status(
         remaining: NanoUsd::from_nanos(remaining),
         state: state(budget, limit, spent),
         projected_exhaustion: projection(period, now, limit, spent),
+        projection_method: "period_rate",
     }
+}
+
+/// Replaces the period-rate projection with the analytics model's, fitted
+/// on `history` (the scope's spend per complete local day, oldest first,
+/// starting on `first_day` and ending yesterday). Today's projected spend
+/// counts only what it exceeds `spent_today` by; the limit runs out on the
+/// first day cumulative projected spend passes what remains, at the point
+/// of that day the remainder is used up. With no history the period-rate
+/// projection stays.
+pub fn with_model_projection(
+    mut status: BudgetStatus,
+    timezone: Tz,
+    now: DateTime<Utc>,
+    first_day: NaiveDate,
+    history: &[i64],
+    spent_today: NanoUsd,
+) -> BudgetStatus {
+    let today = now.with_timezone(&timezone).date_naive();
+    let last_day = (status.period.end - TimeDelta::microseconds(1))
+        .with_timezone(&timezone)
+        .date_naive();
+    let horizon = usize::try_from((last_day - today).num_days() + 1).unwrap_or(0);
+    let model = projection::project(first_day, history, horizon);
+    if model.method == projection::Method::None || model.days.is_empty() {
+        return status;
+    }
+    status.projection_method = model.method.as_str();
+    status.projected_exhaustion = None;
+    let remaining = i128::from(status.limit.nanos()) - i128::from(status.spent.nanos());
+    if remaining <= 0 {
+        return status;
+    }
+    let mut used: i128 = 0;
+    for day in &model.days {
+        let day_start = if day.day == today {
+            now
+        } else {
+            period::local_midnight(day.day, timezone)
+        };
+        let day_end = day
+            .day
+            .succ_opt()
+            .map(|next| period::local_midnight(next, timezone))
+            .map_or(status.period.end, |end| end.min(status.period.end));
+        let mut expected = i128::from(day.expected_nano_usd);
+        if day.day == today {
+            expected = (expected - i128::from(spent_today.nanos())).max(0);
+        }
+        if expected > 0 && used + expected > remaining {
+            let fraction_micros = (day_end - day_start).num_microseconds().unwrap_or(0);
+            let into = i128::from(fraction_micros) * (remaining - used) / expected;
+            status.projected_exhaustion = i64::try_from(into)
+                .ok()
+                .and_then(|micros| day_start.checked_add_signed(TimeDelta::microseconds(micros)))
+                .filter(|at| *at < status.period.end);
+            return status;
+        }
+        used += expected;
+    }
+    status
 }
 
 /// Whether `spent` of `limit` is at or past `percent`.

@@ -215,3 +215,43 @@ fn status_projects_exhaustion_at_the_average_rate_and_names_the_state() {
         (NanoUsd::ZERO, BudgetState::Exceeded)
     );
 }
+
+#[test]
+fn the_model_projects_exhaustion_from_the_scopes_daily_history() {
+    use super::status::{status, with_model_projection};
+    let usd = |dollars: i64| NanoUsd::from_nanos(dollars * 1_000_000_000);
+    let now = utc("2026-11-10T12:00:00Z");
+    let first_day: chrono::NaiveDate = "2026-10-13".parse().unwrap();
+    // Four weeks of $10 a day, then $5 so far today; $95 spent this month.
+    let flat = vec![10_000_000_000_i64; 28];
+    let base = status(&budget(245, vec![80]), now, usd(95), usd(0), usd(0));
+    assert_eq!(base.projection_method, "period_rate");
+    let modelled = with_model_projection(base, chrono_tz::UTC, now, first_day, &flat, usd(5));
+    assert_eq!(modelled.projection_method, "weekday_trend");
+    // $150 left: $5 more today, $140 over 11-24 November, the last $5 by
+    // noon on the 25th.
+    assert_eq!(
+        modelled.projected_exhaustion,
+        Some(utc("2026-11-25T12:00:00Z"))
+    );
+    // A limit the month's projected spend does not reach: no date.
+    let roomy = status(&budget(300, vec![80]), now, usd(95), usd(0), usd(0));
+    let roomy = with_model_projection(roomy, chrono_tz::UTC, now, first_day, &flat, usd(5));
+    assert_eq!(roomy.projected_exhaustion, None);
+    // Rising spend runs out sooner than the same average spent flat.
+    let rising: Vec<i64> = (0..28)
+        .map(|day| 3_000_000_000 + day * 500_000_000)
+        .collect();
+    let base = status(&budget(245, vec![80]), now, usd(95), usd(0), usd(0));
+    let sooner = with_model_projection(base, chrono_tz::UTC, now, first_day, &rising, usd(5));
+    assert!(
+        sooner.projected_exhaustion.unwrap() < utc("2026-11-20T00:00:00Z"),
+        "{sooner:?}"
+    );
+    // No history: the period rate stays.
+    let base = status(&budget(245, vec![80]), now, usd(95), usd(0), usd(0));
+    let expected = base.projected_exhaustion;
+    let kept = with_model_projection(base, chrono_tz::UTC, now, first_day, &[], usd(5));
+    assert_eq!(kept.projection_method, "period_rate");
+    assert_eq!(kept.projected_exhaustion, expected);
+}

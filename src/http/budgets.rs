@@ -81,6 +81,7 @@ pub fn status_json(budget: &Budget, status: &BudgetStatus) -> Value {
         "remaining_usd": usd(status.remaining),
         "state": status.state.as_str(),
         "projected_exhaustion_at": status.projected_exhaustion,
+        "projection_method": status.projection_method,
     })
 }
 

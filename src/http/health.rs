@@ -8,6 +8,7 @@ use axum::response::IntoResponse;
 use serde_json::json;
 
 use super::{ApiError, AppState};
+use crate::usage_metrics::{self, USAGE_METRICS};
 
 /// The process is up.
 pub async fn healthz() -> impl IntoResponse {
@@ -42,11 +43,13 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     }
 }
 
+/// Prometheus: the `metrics` crate's series (recorder, budgets), the
+/// usage counters and histograms, and gauges read from the database.
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    (
-        [(CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(),
-    )
+    let mut body = state.metrics.render();
+    body.push_str(&USAGE_METRICS.render().await);
+    body.push_str(&usage_metrics::state_gauges(&state.store, &state.budgets).await);
+    ([(CONTENT_TYPE, "text/plain; version=0.0.4")], body)
 }
 
 pub async fn not_found() -> ApiError {

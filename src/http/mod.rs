@@ -9,6 +9,7 @@ mod error;
 mod gateway;
 mod health;
 mod providers;
+mod reports;
 mod usage;
 mod webhooks;
 
@@ -96,6 +97,8 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/providers/{provider}/refresh", post(providers::refresh))
         .route("/webhooks/{id}", axum::routing::delete(webhooks::delete))
+        .route("/reports", get(reports::list).post(reports::create))
+        .route("/reports/{id}", axum::routing::delete(reports::delete))
         .route("/webhooks/{id}/deliveries", get(webhooks::deliveries))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),

@@ -11,6 +11,7 @@ use super::spool::Spool;
 use super::{Command, LedgerListeners, RecorderSettings};
 use crate::store::{Store, StoreError};
 use crate::usage::UsageRecord;
+use crate::usage_metrics::USAGE_METRICS;
 
 pub(super) struct Writer {
     store: Store,
@@ -142,6 +143,9 @@ impl Writer {
             {
                 Ok(outcome) => {
                     self.written(count, outcome.inserted, outcome.duplicates);
+                    USAGE_METRICS
+                        .observe(outcome.inserted_records(&batch))
+                        .await;
                     self.in_ledger(&batch).await;
                     return;
                 }
@@ -192,6 +196,9 @@ impl Writer {
                 Ok(outcome) => {
                     metrics::counter!("tollgate_recorder_written_records_total")
                         .increment(outcome.inserted as u64);
+                    USAGE_METRICS
+                        .observe(outcome.inserted_records(std::slice::from_ref(&record)))
+                        .await;
                     self.in_ledger(std::slice::from_ref(&record)).await;
                 }
                 Err(error) if error.is_transient() => self.spool_batch(vec![record]),
@@ -229,6 +236,7 @@ impl Writer {
                             .increment(outcome.inserted as u64);
                         metrics::counter!("tollgate_recorder_duplicate_records_total")
                             .increment(outcome.duplicates as u64);
+                        USAGE_METRICS.observe(outcome.inserted_records(chunk)).await;
                         self.in_ledger(chunk).await;
                     }
                     Err(error) if error.is_transient() => {

@@ -403,6 +403,45 @@ impl Store {
         Ok(NanoUsd::from_nanos(nanos))
     }
 
+    /// What `budget`'s scope spent in each quarter-hour of `[start, end)`
+    /// that had any spend, oldest first: the history its projection reads.
+    pub async fn budget_spend_by_bucket(
+        &self,
+        budget: &Budget,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+    ) -> Result<Vec<(DateTime<Utc>, i64)>, StoreError> {
+        match self {
+            Store::Sqlite(store) => {
+                let mut query = spend_query::<Sqlite, _>(
+                    "SELECT bucket_start, COALESCE(SUM(cost_nano_usd), 0)",
+                    budget,
+                    sqlite_time(start),
+                    sqlite_time(end),
+                );
+                query.push(" GROUP BY bucket_start ORDER BY bucket_start");
+                let rows: Vec<(i64, i64)> = query.build_query_as().fetch_all(&store.reader).await?;
+                rows.into_iter()
+                    .map(|(micros, nanos)| {
+                        DateTime::from_timestamp_micros(micros)
+                            .map(|at| (at, nanos))
+                            .ok_or_else(|| StoreError::Corrupt(format!("spend bucket {micros}")))
+                    })
+                    .collect()
+            }
+            Store::Postgres(store) => {
+                let mut query = spend_query::<Postgres, _>(
+                    "SELECT bucket_start, COALESCE(SUM(cost_nano_usd), 0)::BIGINT",
+                    budget,
+                    start,
+                    end,
+                );
+                query.push(" GROUP BY bucket_start ORDER BY bucket_start");
+                Ok(query.build_query_as().fetch_all(&store.pool).await?)
+            }
+        }
+    }
+
     /// What other instances' live leases on a budget period hold (as of their
     /// last renewal).
     pub async fn budget_held(

@@ -13,6 +13,7 @@ mod credits;
 mod error;
 mod keys;
 mod postgres;
+mod reports;
 mod rows;
 mod sqlite;
 mod webhooks;
@@ -70,11 +71,27 @@ pub struct RecordPage {
 }
 
 /// What a batch insert did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct BatchOutcome {
     pub inserted: usize,
     /// Records whose `request_id` was already stored (or repeated in the batch).
     pub duplicates: usize,
+    /// The ids of the records inserted, each once.
+    pub inserted_ids: Vec<Uuid>,
+}
+
+impl BatchOutcome {
+    /// The records of `batch` that this insert added, each once.
+    pub fn inserted_records<'a>(&self, batch: &'a [UsageRecord]) -> Vec<&'a UsageRecord> {
+        if self.duplicates == 0 {
+            return batch.iter().collect();
+        }
+        let mut left: std::collections::HashSet<Uuid> = self.inserted_ids.iter().copied().collect();
+        batch
+            .iter()
+            .filter(|record| left.remove(&record.request_id))
+            .collect()
+    }
 }
 
 /// What a `migrate` run did: the migrations it applied and the tables that

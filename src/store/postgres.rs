@@ -157,6 +157,7 @@ impl PostgresStore {
         Ok(BatchOutcome {
             inserted: inserted.len(),
             duplicates: records.len() - inserted.len(),
+            inserted_ids: inserted.iter().map(|record| record.request_id).collect(),
         })
     }
 

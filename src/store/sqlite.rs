@@ -175,6 +175,7 @@ impl SqliteStore {
         Ok(BatchOutcome {
             inserted: inserted.len(),
             duplicates: records.len() - inserted.len(),
+            inserted_ids: inserted.iter().map(|record| record.request_id).collect(),
         })
     }
 
