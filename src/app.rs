@@ -227,11 +227,11 @@ impl App {
         };
         // Reports: the first round runs at once, so a period missed while
         // the server was down is delivered on start.
-        let reporting = {
+        let reporting = if state.config.reports.enabled {
             let scheduler =
                 crate::reports::Scheduler::new(store.clone(), report_settings(&state.config))
                     .map_err(|error| AppError::Serve(std::io::Error::other(error)))?;
-            start_periodic(
+            Some(start_periodic(
                 Duration::from_secs(state.config.reports.check_interval_seconds.max(1)),
                 None,
                 move || {
@@ -242,7 +242,9 @@ impl App {
                         }
                     }
                 },
-            )
+            ))
+        } else {
+            None
         };
         let router = http::router(state);
         tracing::info!(address = %listener.local_addr().map_err(AppError::Serve)?, "serving");
@@ -261,10 +263,11 @@ impl App {
         tasks.close();
         tasks.wait().await;
         let _ = stop_budgets.send(());
-        let (stop_reporting, reporting_loop) = reporting;
-        let _ = stop_reporting.send(());
-        if let Err(error) = reporting_loop.await {
-            tracing::error!(%error, "the report scheduling task failed");
+        if let Some((stop_reporting, reporting_loop)) = reporting {
+            let _ = stop_reporting.send(());
+            if let Err(error) = reporting_loop.await {
+                tracing::error!(%error, "the report scheduling task failed");
+            }
         }
         let (stop_polling, polling_loop) = polling;
         let _ = stop_polling.send(());

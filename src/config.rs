@@ -98,6 +98,8 @@ pub struct Config {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReportsConfig {
+    /// Whether this instance runs scheduled reports.
+    pub enabled: bool,
     /// Scheduled reports write their files in folders under this one.
     pub folder: PathBuf,
     pub check_interval_seconds: u64,
