@@ -49,27 +49,29 @@ fn frequency(text: &str) -> Result<Frequency, StoreError> {
     Frequency::from_str(text).map_err(|error| StoreError::Corrupt(error.to_string()))
 }
 
+/// A SQLite row in the native types PostgreSQL returns.
 fn from_sqlite(row: SqliteRow) -> Result<ScheduledReport, StoreError> {
     let (id, name, kind, org_id, webhook_id, folder, last, run_at, last_error, created, updated) =
         row;
-    Ok(ScheduledReport {
+    let last = last
+        .map(|day| {
+            NaiveDate::from_str(&day)
+                .map_err(|error| StoreError::Corrupt(format!("report period: {error}")))
+        })
+        .transpose()?;
+    from_postgres((
         id,
         name,
-        frequency: frequency(&kind)?,
+        kind,
         org_id,
         webhook_id,
         folder,
-        last_period_start: last
-            .map(|day| {
-                NaiveDate::from_str(&day)
-                    .map_err(|error| StoreError::Corrupt(format!("report period: {error}")))
-            })
-            .transpose()?,
-        last_run_at: run_at.map(time).transpose()?,
+        last,
+        run_at.map(time).transpose()?,
         last_error,
-        created_at: time(created)?,
-        updated_at: time(updated)?,
-    })
+        time(created)?,
+        time(updated)?,
+    ))
 }
 
 fn from_postgres(row: PostgresRow) -> Result<ScheduledReport, StoreError> {
