@@ -317,45 +317,8 @@ pub async fn build(
         })
         .collect();
     // The projection from the 13 weeks up to the period's end.
-    let history_first = end
-        .checked_sub_days(Days::new(projection::MAX_HISTORY_DAYS as u64))
-        .unwrap_or(end);
-    let history_filter = RecordFilter {
-        start: crate::query::start_of_day(history_first, timezone),
-        end: stop,
-        org_id: report.org_id.clone(),
-        ..RecordFilter::default()
-    };
-    let outlook = match (history_filter.start, history_filter.end) {
-        (Some(from), Some(until)) => {
-            let history_rows = analytics::aggregate(
-                store,
-                &history_filter,
-                timezone,
-                Grouping::BucketAndProvider,
-            )
-            .await?;
-            let points = summary::series(
-                &history_rows,
-                summary::Granularity::Day,
-                from,
-                until,
-                timezone,
-            );
-            let costs: Vec<i64> = points
-                .iter()
-                .map(|point| {
-                    point
-                        .by_provider
-                        .values()
-                        .map(|group| group.cost_nano_usd)
-                        .sum()
-                })
-                .collect();
-            projection::project(history_first, &costs, 30)
-        }
-        _ => projection::project(end, &[], 30),
-    };
+    let history = analytics::cost_history(store, &filter, timezone, end).await?;
+    let outlook = projection::project(history.first_day, &history.overall, 30);
     let group = |totals: &RollupDelta| {
         json!({
             "requests": totals.requests,

@@ -27,30 +27,9 @@ use tollgate::webhooks::signature;
 
 use common::{TestDatabase, spawn_app, test_config};
 
-macro_rules! on_both_backends {
-    ($($name:ident),+ $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    let database = $crate::common::TestDatabase::sqlite();
-                    super::$name(&database).await;
-                }
-            )+
-        }
-        mod postgres {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    let Some(database) = $crate::common::TestDatabase::postgres().await else { return };
-                    super::$name(&database).await;
-                }
-            )+
-        }
-    };
-}
-
-on_both_backends!(reports_run_once_per_period_deliver_the_records_figures_and_retry_failures);
+both_backends_with_database!(
+    reports_run_once_per_period_deliver_the_records_figures_and_retry_failures
+);
 
 type Received = Arc<Mutex<Vec<(HeaderMap, Bytes)>>>;
 

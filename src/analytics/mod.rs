@@ -28,6 +28,64 @@ pub async fn aggregate(
     Ok(rows)
 }
 
+/// Daily cost over the complete local days before `end_day` (at most
+/// [`projection::MAX_HISTORY_DAYS`]), overall and per provider, zero-filled:
+/// what every projection is fitted on.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CostHistory {
+    /// The first day of the history.
+    pub first_day: chrono::NaiveDate,
+    pub overall: Vec<i64>,
+    pub by_provider: std::collections::BTreeMap<crate::usage::Provider, Vec<i64>>,
+}
+
+/// Reads the [`CostHistory`] ending before `end_day` for the records that
+/// match `filter`'s dimensions (its times are replaced).
+pub async fn cost_history(
+    store: &Store,
+    filter: &RecordFilter,
+    timezone: Tz,
+    end_day: chrono::NaiveDate,
+) -> Result<CostHistory, StoreError> {
+    let first_day = end_day
+        .checked_sub_days(chrono::Days::new(projection::MAX_HISTORY_DAYS as u64))
+        .unwrap_or(end_day);
+    let mut history = CostHistory {
+        first_day,
+        ..CostHistory::default()
+    };
+    let (Some(start), Some(end)) = (
+        crate::query::start_of_day(first_day, timezone),
+        crate::query::start_of_day(end_day, timezone),
+    ) else {
+        return Ok(history);
+    };
+    let filter = RecordFilter {
+        start: Some(start),
+        end: Some(end),
+        ..filter.clone()
+    };
+    let rows = aggregate(store, &filter, timezone, Grouping::BucketAndProvider).await?;
+    let points = summary::series(&rows, summary::Granularity::Day, start, end, timezone);
+    history.overall = vec![0; points.len()];
+    for (index, point) in points.iter().enumerate() {
+        for (provider, group) in &point.by_provider {
+            let days = points.len();
+            let costs = history
+                .by_provider
+                .entry(*provider)
+                .or_insert_with(|| vec![0; days]);
+            if let (Some(cost), Some(total)) =
+                (costs.get_mut(index), history.overall.get_mut(index))
+            {
+                *cost = group.cost_nano_usd;
+                *total = total.saturating_add(group.cost_nano_usd);
+            }
+        }
+    }
+    Ok(history)
+}
+
 /// The migration that added the analytics rollups.
 pub const ROLLUPS_MIGRATION: i64 = 6;
 

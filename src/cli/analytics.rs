@@ -318,39 +318,8 @@ async fn projection_for(
     timezone: chrono_tz::Tz,
 ) -> Result<projection::Projection, CliError> {
     let today = Utc::now().with_timezone(&timezone).date_naive();
-    let first = today
-        .checked_sub_days(chrono::Days::new(projection::MAX_HISTORY_DAYS as u64))
-        .unwrap_or(today);
-    let (Some(start), Some(end)) = (
-        query::start_of_day(first, timezone),
-        query::start_of_day(today, timezone),
-    ) else {
-        return Ok(projection::project(today, &[], 30));
-    };
-    let history_filter = RecordFilter {
-        start: Some(start),
-        end: Some(end),
-        ..filter.clone()
-    };
-    let rows = analytics::aggregate(
-        store,
-        &history_filter,
-        timezone,
-        Grouping::BucketAndProvider,
-    )
-    .await?;
-    let points = summary::series(&rows, summary::Granularity::Day, start, end, timezone);
-    let history: Vec<i64> = points
-        .iter()
-        .map(|point| {
-            point
-                .by_provider
-                .values()
-                .map(|group| group.cost_nano_usd)
-                .sum()
-        })
-        .collect();
-    Ok(projection::project(first, &history, 30))
+    let history = analytics::cost_history(store, filter, timezone, today).await?;
+    Ok(projection::project(history.first_day, &history.overall, 30))
 }
 
 fn table<'a>(

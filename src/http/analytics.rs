@@ -416,7 +416,7 @@ pub async fn projections(
     State(state): State<AppState>,
     Query(parameters): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
-    let mut filter = parse(&parameters, &["days"], &state)?;
+    let filter = parse(&parameters, &["days"], &state)?;
     if filter.start.is_some() || filter.end.is_some() {
         return Err(ApiError::invalid(
             if filter.start.is_some() {
@@ -443,47 +443,11 @@ pub async fn projections(
     };
     let timezone = state.config.server.timezone;
     let today = Utc::now().with_timezone(&timezone).date_naive();
-    let history_days = projection::MAX_HISTORY_DAYS;
-    let first_day = today
-        .checked_sub_days(Days::new(history_days as u64))
-        .unwrap_or(today);
-    filter.start = query::start_of_day(first_day, timezone);
-    filter.end = query::start_of_day(today, timezone);
-    let (Some(start), Some(end)) = (filter.start, filter.end) else {
-        return Err(ApiError::invalid(
-            "days",
-            "the history range is out of range",
-        ));
-    };
-    let rows =
-        analytics_service::aggregate(&state.store, &filter, timezone, Grouping::BucketAndProvider)
-            .await?;
-    let points = summary::series(&rows, Granularity::Day, start, end, timezone);
-    let overall: Vec<i64> = points
-        .iter()
-        .map(|point| {
-            point
-                .by_provider
-                .values()
-                .map(|group| group.cost_nano_usd)
-                .sum()
-        })
-        .collect();
-    let mut by_provider: BTreeMap<Provider, Vec<i64>> = BTreeMap::new();
-    for (index, point) in points.iter().enumerate() {
-        for (provider, group) in &point.by_provider {
-            if let Some(cost) = by_provider
-                .entry(*provider)
-                .or_insert_with(|| vec![0; points.len()])
-                .get_mut(index)
-            {
-                *cost = group.cost_nano_usd;
-            }
-        }
-    }
-    let first = points.first().map_or(first_day, |point| point.day);
-    let overall_projection = projection::project(first, &overall, horizon);
-    let providers: Vec<Value> = by_provider
+    let history = analytics_service::cost_history(&state.store, &filter, timezone, today).await?;
+    let first = history.first_day;
+    let overall_projection = projection::project(first, &history.overall, horizon);
+    let providers: Vec<Value> = history
+        .by_provider
         .iter()
         .map(|(provider, history)| {
             with(
@@ -498,7 +462,7 @@ pub async fn projections(
             "object": "projection",
             "horizon_days": horizon,
             "timezone": timezone.name(),
-            "history_start": first_day,
+            "history_start": first,
             "history_end": today.pred_opt(),
             "by_provider": providers,
         }),

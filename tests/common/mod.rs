@@ -342,6 +342,32 @@ macro_rules! both_backends {
     };
 }
 
+/// Like [`both_backends!`] for tests that need the database itself (its
+/// URL, to start a server on it): each test gets a `&TestDatabase`.
+#[macro_export]
+macro_rules! both_backends_with_database {
+    ($($name:ident),+ $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let database = $crate::common::TestDatabase::sqlite();
+                    super::$name(&database).await;
+                }
+            )+
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let Some(database) = $crate::common::TestDatabase::postgres().await else { return };
+                    super::$name(&database).await;
+                }
+            )+
+        }
+    };
+}
+
 /// A `tollgate serve` process on a free port, killed when dropped.
 pub struct ServeProcess {
     pub base: String,
