@@ -1,14 +1,20 @@
 //! Usage records out: one JSON shape (the API's record view, also one NDJSON
 //! line per record) and one CSV layout, written page by page so an export of
-//! any size holds one page in memory. Used by `GET /api/v1/usage/export` and
+//! any size holds two pages in memory. Used by `GET /api/v1/usage/export` and
 //! `tollgate export`.
+
+use std::fmt::Write as _;
+
+use futures_util::StreamExt;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 use serde_json::Value;
+use serde_json::value::RawValue;
 
-use crate::analytics::rollups::record_tags;
-use crate::store::{Cursor, RecordFilter, Store, StoreError};
+use crate::analytics::rollups::metadata_tags;
+use crate::money::NanoUsd;
+use crate::store::{Cursor, ExportBatch, ExportRow, RecordFilter, Store, StoreError};
 use crate::usage::UsageRecord;
 
 /// Records read per page.
@@ -79,52 +85,33 @@ pub const CSV_COLUMNS: [&str; 28] = [
     "metadata",
 ];
 
-/// Encodes pages of records into bytes.
-#[derive(Debug)]
-pub struct Encoder {
-    format: Format,
-    header_written: bool,
-}
-
-impl Encoder {
-    pub fn new(format: Format) -> Self {
-        Encoder {
-            format,
-            header_written: false,
-        }
-    }
-
-    /// The bytes for these records (after the CSV header, the first time).
-    pub fn encode(&mut self, records: &[UsageRecord]) -> Result<Vec<u8>, ExportError> {
-        match self.format {
-            Format::Json => {
-                let mut out = Vec::with_capacity(records.len() * 700);
-                for record in records {
-                    serde_json::to_writer(&mut out, &RecordView::from(record))
-                        .map_err(|error| ExportError::Encode(error.to_string()))?;
-                    out.push(b'\n');
-                }
-                Ok(out)
+/// The bytes for a page of records: CSV rows (after the header when
+/// `header`; an empty page is then the header alone) or NDJSON lines.
+pub fn encode(format: Format, header: bool, batch: &ExportBatch) -> Result<Vec<u8>, ExportError> {
+    let rows = batch.rows()?;
+    match format {
+        Format::Json => {
+            let mut out = Vec::with_capacity(rows.len() * 700);
+            for row in &rows {
+                serde_json::to_writer(&mut out, &RecordView::from(row))
+                    .map_err(|error| ExportError::Encode(error.to_string()))?;
+                out.push(b'\n');
             }
-            Format::Csv => {
-                let mut writer = csv::Writer::from_writer(Vec::with_capacity(records.len() * 400));
-                if !self.header_written {
-                    writer.write_record(CSV_COLUMNS).map_err(csv_error)?;
-                    self.header_written = true;
-                }
-                for record in records {
-                    writer.write_record(csv_row(record)).map_err(csv_error)?;
-                }
-                writer
-                    .into_inner()
-                    .map_err(|error| ExportError::Encode(error.to_string()))
-            }
+            Ok(out)
         }
-    }
-
-    /// What an export of no records still contains: the CSV header.
-    pub fn finish(&mut self) -> Result<Vec<u8>, ExportError> {
-        self.encode(&[])
+        Format::Csv => {
+            let mut writer = csv::Writer::from_writer(Vec::with_capacity(rows.len() * 400));
+            if header {
+                writer.write_record(CSV_COLUMNS).map_err(csv_error)?;
+            }
+            let mut scratch = String::new();
+            for row in &rows {
+                write_csv_row(&mut writer, &mut scratch, row)?;
+            }
+            writer
+                .into_inner()
+                .map_err(|error| ExportError::Encode(error.to_string()))
+        }
     }
 }
 
@@ -132,43 +119,78 @@ fn csv_error(error: csv::Error) -> ExportError {
     ExportError::Encode(error.to_string())
 }
 
-fn optional<T: ToString>(value: Option<T>) -> String {
-    value.map(|value| value.to_string()).unwrap_or_default()
+/// Writes one record's fields in [`CSV_COLUMNS`] order. Numbers go through
+/// `scratch`, so a row costs no allocation beyond its timestamp and tags.
+fn write_csv_row(
+    writer: &mut csv::Writer<Vec<u8>>,
+    scratch: &mut String,
+    row: &ExportRow<'_>,
+) -> Result<(), ExportError> {
+    fn text(writer: &mut csv::Writer<Vec<u8>>, value: Option<&str>) -> Result<(), ExportError> {
+        writer
+            .write_field(value.unwrap_or_default())
+            .map_err(csv_error)
+    }
+    fn display(
+        writer: &mut csv::Writer<Vec<u8>>,
+        scratch: &mut String,
+        value: Option<impl std::fmt::Display>,
+    ) -> Result<(), ExportError> {
+        scratch.clear();
+        if let Some(value) = value {
+            write!(scratch, "{value}").map_err(|error| ExportError::Encode(error.to_string()))?;
+        }
+        writer.write_field(scratch.as_bytes()).map_err(csv_error)
+    }
+    let cost = row.cost_nano_usd.map(NanoUsd::from_nanos);
+    let estimated = row.estimated_cost_nano_usd.map(NanoUsd::from_nanos);
+    display(writer, scratch, Some(row.request_id))?;
+    display(writer, scratch, row.parent_request_id)?;
+    text(
+        writer,
+        Some(&row.created_at.to_rfc3339_opts(SecondsFormat::Micros, true)),
+    )?;
+    text(writer, Some(&row.org_id))?;
+    text(writer, row.user_id.as_deref())?;
+    display(writer, scratch, row.api_key_id)?;
+    text(writer, Some(&row.provider))?;
+    text(writer, Some(&row.model))?;
+    text(writer, Some(&row.task_type))?;
+    display(writer, scratch, Some(row.input_tokens))?;
+    display(writer, scratch, Some(row.output_tokens))?;
+    display(writer, scratch, Some(row.cached_input_tokens))?;
+    display(writer, scratch, Some(row.reasoning_tokens))?;
+    display(writer, scratch, cost)?;
+    display(writer, scratch, row.cost_nano_usd)?;
+    display(writer, scratch, estimated)?;
+    display(writer, scratch, row.estimated_cost_nano_usd)?;
+    text(writer, Some(&row.cost_status))?;
+    display(writer, scratch, Some(row.latency_ms))?;
+    display(writer, scratch, row.time_to_first_token_ms)?;
+    display(writer, scratch, row.status_code)?;
+    display(writer, scratch, Some(row.success))?;
+    text(writer, Some(&row.status))?;
+    text(writer, row.error_type.as_deref())?;
+    display(writer, scratch, Some(row.stream))?;
+    text(writer, row.provider_request_id.as_deref())?;
+    text(writer, Some(&tags(row.metadata)?.join(";")))?;
+    text(writer, Some(row.metadata.get()))?;
+    writer
+        .write_record(std::iter::empty::<&[u8]>())
+        .map_err(csv_error)
 }
 
-fn csv_row(record: &UsageRecord) -> [String; 28] {
-    [
-        record.request_id.to_string(),
-        optional(record.parent_request_id),
-        record
-            .created_at
-            .to_rfc3339_opts(SecondsFormat::Micros, true),
-        record.org_id.clone(),
-        record.user_id.clone().unwrap_or_default(),
-        optional(record.api_key_id),
-        record.provider.as_str().to_owned(),
-        record.model.clone(),
-        record.task_type.as_str().to_owned(),
-        record.tokens.input.to_string(),
-        record.tokens.output.to_string(),
-        record.tokens.cached_input.to_string(),
-        record.tokens.reasoning.to_string(),
-        optional(record.cost),
-        optional(record.cost.map(|cost| cost.nanos())),
-        optional(record.estimated_cost),
-        optional(record.estimated_cost.map(|cost| cost.nanos())),
-        record.cost_status.as_str().to_owned(),
-        record.latency_ms.to_string(),
-        optional(record.time_to_first_token_ms),
-        optional(record.status_code),
-        record.success().to_string(),
-        record.status.as_str().to_owned(),
-        record.error_type.clone().unwrap_or_default(),
-        record.stream.to_string(),
-        record.provider_request_id.clone().unwrap_or_default(),
-        record_tags(record).join(";"),
-        record.metadata.to_string(),
-    ]
+/// A record's tags from its metadata text, parsed only when it names tags.
+fn tags(metadata: &RawValue) -> Result<Vec<String>, ExportError> {
+    if !metadata.get().contains("\"tags\"") {
+        return Ok(Vec::new());
+    }
+    let value: Value = serde_json::from_str(metadata.get())
+        .map_err(|error| ExportError::Encode(format!("metadata: {error}")))?;
+    Ok(metadata_tags(&value)
+        .into_iter()
+        .map(str::to_owned)
+        .collect())
 }
 
 /// Why an export stopped.
@@ -178,11 +200,13 @@ pub enum ExportError {
     Store(#[from] StoreError),
     #[error("cannot encode a record: {0}")]
     Encode(String),
+    #[error("the export's encoding task failed: {0}")]
+    Task(String),
 }
 
 /// Reads the records matching a filter page by page, oldest first.
 #[derive(Debug)]
-pub struct Pages {
+struct Pages {
     store: Store,
     filter: RecordFilter,
     cursor: Option<Cursor>,
@@ -190,7 +214,7 @@ pub struct Pages {
 }
 
 impl Pages {
-    pub fn new(store: Store, filter: RecordFilter) -> Self {
+    fn new(store: Store, filter: RecordFilter) -> Self {
         Pages {
             store,
             filter,
@@ -199,34 +223,77 @@ impl Pages {
         }
     }
 
-    /// The next page, or `None` after the last.
-    pub async fn next(&mut self) -> Result<Option<Vec<UsageRecord>>, StoreError> {
+    /// The next page, or `None` after the last. The first page is always
+    /// returned, even empty.
+    async fn next(&mut self) -> Result<Option<ExportBatch>, StoreError> {
         if self.done {
             return Ok(None);
         }
-        let page = self
+        let batch = self
             .store
-            .usage_records_oldest_first(&self.filter, self.cursor, PAGE_SIZE)
+            .usage_export_page(&self.filter, self.cursor, PAGE_SIZE)
             .await?;
-        self.cursor = page.next;
-        self.done = page.next.is_none();
-        Ok(Some(page.records))
+        self.cursor = batch.next;
+        self.done = batch.next.is_none();
+        Ok(Some(batch))
     }
 }
 
+/// One encoded piece of an export: its bytes and how many records they hold.
+#[derive(Debug)]
+pub struct Chunk {
+    pub bytes: Vec<u8>,
+    pub records: u32,
+}
+
+/// Pages encoded at once, each on a blocking thread: reading the next page
+/// and encoding the last two overlap (see "Export" in docs/benchmarks.md).
+const ENCODERS: usize = 2;
+
+/// The whole export as a stream of encoded chunks, in order. Pages are read
+/// one after another and encoded [`ENCODERS`] at a time on the blocking
+/// pool, so the database and the encoders work at once; at most
+/// `ENCODERS + 1` pages are in memory.
+pub fn chunks(
+    store: Store,
+    filter: RecordFilter,
+    format: Format,
+) -> impl futures_util::Stream<Item = Result<Chunk, ExportError>> + Send + 'static {
+    let pages = futures_util::stream::try_unfold(Pages::new(store, filter), |mut pages| async {
+        let batch = pages.next().await?;
+        Ok::<_, StoreError>(batch.map(|batch| (batch, pages)))
+    });
+    pages
+        .enumerate()
+        .map(move |(index, batch)| async move {
+            let batch = batch?;
+            let encoding = tokio::task::spawn_blocking(move || {
+                encode(format, index == 0, &batch).map(|bytes| Chunk {
+                    bytes,
+                    records: batch.count,
+                })
+            });
+            encoding
+                .await
+                .map_err(|error| ExportError::Task(error.to_string()))?
+        })
+        .buffered(ENCODERS)
+}
+
 /// A usage record as the API shows it: the table's columns, cost both as a
-/// decimal USD string and integer nano-USD.
+/// decimal USD string and integer nano-USD. `M` is the metadata: a parsed
+/// value from a stored record, raw JSON text in an export.
 #[derive(Debug, Serialize)]
-pub struct RecordView<'a> {
+pub struct RecordView<'a, M: ?Sized + Serialize = Value> {
     pub request_id: uuid::Uuid,
     pub parent_request_id: Option<uuid::Uuid>,
     pub created_at: DateTime<Utc>,
     pub org_id: &'a str,
     pub user_id: Option<&'a str>,
     pub api_key_id: Option<uuid::Uuid>,
-    pub provider: &'static str,
+    pub provider: &'a str,
     pub model: &'a str,
-    pub task_type: &'static str,
+    pub task_type: &'a str,
     pub input_tokens: u64,
     pub output_tokens: u64,
     pub cached_input_tokens: u64,
@@ -235,16 +302,16 @@ pub struct RecordView<'a> {
     pub cost_nano_usd: Option<i64>,
     pub estimated_cost_usd: Option<String>,
     pub estimated_cost_nano_usd: Option<i64>,
-    pub cost_status: &'static str,
+    pub cost_status: &'a str,
     pub latency_ms: u64,
     pub time_to_first_token_ms: Option<u64>,
     pub status_code: Option<u16>,
     pub success: bool,
-    pub status: &'static str,
+    pub status: &'a str,
     pub error_type: Option<&'a str>,
     pub stream: bool,
     pub provider_request_id: Option<&'a str>,
-    pub metadata: &'a Value,
+    pub metadata: &'a M,
 }
 
 impl<'a> From<&'a UsageRecord> for RecordView<'a> {
@@ -277,6 +344,41 @@ impl<'a> From<&'a UsageRecord> for RecordView<'a> {
             stream: record.stream,
             provider_request_id: record.provider_request_id.as_deref(),
             metadata: &record.metadata,
+        }
+    }
+}
+
+impl<'a> From<&'a ExportRow<'a>> for RecordView<'a, RawValue> {
+    fn from(row: &'a ExportRow<'a>) -> Self {
+        let usd = |nanos: Option<i64>| nanos.map(|nanos| NanoUsd::from_nanos(nanos).to_string());
+        RecordView {
+            request_id: row.request_id,
+            parent_request_id: row.parent_request_id,
+            created_at: row.created_at,
+            org_id: &row.org_id,
+            user_id: row.user_id.as_deref(),
+            api_key_id: row.api_key_id,
+            provider: &row.provider,
+            model: &row.model,
+            task_type: &row.task_type,
+            input_tokens: row.input_tokens,
+            output_tokens: row.output_tokens,
+            cached_input_tokens: row.cached_input_tokens,
+            reasoning_tokens: row.reasoning_tokens,
+            cost_usd: usd(row.cost_nano_usd),
+            cost_nano_usd: row.cost_nano_usd,
+            estimated_cost_usd: usd(row.estimated_cost_nano_usd),
+            estimated_cost_nano_usd: row.estimated_cost_nano_usd,
+            cost_status: &row.cost_status,
+            latency_ms: row.latency_ms,
+            time_to_first_token_ms: row.time_to_first_token_ms,
+            status_code: row.status_code,
+            success: row.success,
+            status: &row.status,
+            error_type: row.error_type.as_deref(),
+            stream: row.stream,
+            provider_request_id: row.provider_request_id.as_deref(),
+            metadata: row.metadata,
         }
     }
 }

@@ -80,9 +80,23 @@ impl NanoUsd {
 }
 
 impl fmt::Display for NanoUsd {
-    /// Formats as a USD decimal with up to nine places, e.g. `0.0025`.
+    /// Formats as a USD decimal with up to nine places, e.g. `0.0025`: the
+    /// same text as [`NanoUsd::to_usd`], written from the integers (exports
+    /// format millions of these).
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(formatter, "{}", self.to_usd())
+        let sign = if self.0 < 0 { "-" } else { "" };
+        let magnitude = self.0.unsigned_abs();
+        let per_usd = NANOS_PER_USD.unsigned_abs();
+        let (whole, mut fraction) = (magnitude / per_usd, magnitude % per_usd);
+        if fraction == 0 {
+            return write!(formatter, "{sign}{whole}");
+        }
+        let mut places = 9;
+        while fraction % 10 == 0 {
+            fraction /= 10;
+            places -= 1;
+        }
+        write!(formatter, "{sign}{whole}.{fraction:0places$}")
     }
 }
 
@@ -159,6 +173,24 @@ mod tests {
         assert_eq!(NanoUsd(2_500_000).to_string(), "0.0025");
         assert_eq!(NanoUsd(3_000_000_000).to_string(), "3");
         assert_eq!(NanoUsd(-1).to_string(), "-0.000000001");
+        for nanos in [
+            0,
+            1,
+            10,
+            999_999_999,
+            1_000_000_001,
+            1_234_500_000,
+            -2_500_000,
+            -7_000_000_000,
+            i64::MAX,
+            i64::MIN,
+        ] {
+            assert_eq!(
+                NanoUsd(nanos).to_string(),
+                NanoUsd(nanos).to_usd().to_string(),
+                "{nanos}"
+            );
+        }
     }
 
     #[test]

@@ -29,6 +29,7 @@ both_backends_with_database!(
     daily_and_hourly_series_equal_the_records_per_bucket_and_provider,
     model_performance_equals_the_records_per_model_and_task_type,
     exports_return_every_record_once_in_csv_and_ndjson,
+    exports_page_through_ties_and_awkward_text_field_by_field,
     rollups_filled_from_the_ledger_after_the_fact_equal_the_live_ones,
 );
 
@@ -639,6 +640,187 @@ async fn exports_return_every_record_once_in_csv_and_ndjson(database: &TestDatab
     let body = response.text().await.unwrap();
     assert_eq!(body.lines().count(), 1);
     assert!(body.starts_with("request_id,"));
+    app.stop().await;
+}
+
+/// The tags a record is counted under: strings, each once, non-empty, at
+/// most 64 bytes, the first 32 (the rule `metadata_tags` implements).
+fn counted_tags(record: &Value) -> Vec<String> {
+    let mut counted: Vec<String> = Vec::new();
+    for tag in tags(record) {
+        if counted.len() < 32
+            && !tag.is_empty()
+            && tag.len() <= 64
+            && !counted.iter().any(|seen| seen == tag)
+        {
+            counted.push(tag.to_owned());
+        }
+    }
+    counted
+}
+
+/// More records than two export pages, many sharing one timestamp (the
+/// cursor must break ties by id), with text that CSV must quote and JSON
+/// must escape; every field of every exported record is compared with the
+/// record as the listing API shows it.
+async fn exports_page_through_ties_and_awkward_text_field_by_field(database: &TestDatabase) {
+    let app = spawn_app(test_config(&database.url, &database.spool_dir(), &[])).await;
+    let mut settings = Settings::new(10_007, 3, end_of_data());
+    settings.orgs = 2;
+    let awkward = [
+        "comma, inside",
+        "a \"quoted\" word",
+        "two\nlines",
+        "carriage\rreturn",
+        "ünïcødé ✓ 日本",
+        "back\\slash",
+        "",
+    ];
+    let mut events: Vec<UsageEvent> = Generator::new(settings).collect();
+    let base = end_of_data() - TimeDelta::hours(20);
+    for (index, event) in events.iter_mut().enumerate() {
+        // Runs of seven records share a timestamp.
+        event.created_at = base + TimeDelta::milliseconds(i64::try_from(index / 7).unwrap());
+        let text = awkward[index % awkward.len()];
+        if index % 3 == 0 {
+            event.user_id = Some(format!("user {text}"));
+        }
+        if index % 5 == 0 {
+            event.error_type = Some(format!("error {text}"));
+            event.model = format!("model {text}");
+        }
+        if index % 4 == 0 {
+            event.parent_request_id = Some(uuid::Uuid::now_v7());
+            event.api_key_id = Some(uuid::Uuid::now_v7());
+            event.provider_request_id = Some(format!("req,{index}\""));
+        }
+        if index % 6 == 0 {
+            let long = "x".repeat(65);
+            event.metadata.insert(
+                "tags".into(),
+                serde_json::json!([text, "b;c", 7, "b;c", long, "\"tags\""]),
+            );
+            event
+                .metadata
+                .insert("note".into(), serde_json::json!(format!("{text} \"tags\"")));
+        }
+    }
+    for batch in events.chunks(1_000) {
+        app.recorder.record(batch.to_vec()).unwrap();
+    }
+    app.recorder.flush().await.unwrap();
+    let records = app.all_records().await;
+    assert_eq!(records.len(), 10_007);
+    let by_id: HashMap<&str, &Value> = records
+        .iter()
+        .map(|record| (record["request_id"].as_str().unwrap(), record))
+        .collect();
+    let export = |format: &'static str| {
+        let request = app
+            .client
+            .get(app.url(&format!("/api/v1/usage/export?format={format}")))
+            .bearer_auth(common::ADMIN_TOKEN);
+        async move {
+            let response = request.send().await.unwrap();
+            assert_eq!(response.status(), 200);
+            response.text().await.unwrap()
+        }
+    };
+
+    // NDJSON: each line is exactly the listing's view of the record.
+    let body = export("json").await;
+    let mut order = Vec::new();
+    for line in body.lines() {
+        let line: Value = serde_json::from_str(line).unwrap();
+        let id = line["request_id"].as_str().unwrap().to_owned();
+        assert_eq!(&line, by_id[id.as_str()], "{id}");
+        order.push((created_at(&line), id));
+    }
+    assert_eq!(order.len(), records.len());
+    let mut sorted = order.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(order, sorted, "oldest first, ties by id, each once");
+
+    // CSV: every column, parsed with a CSV library.
+    let body = export("csv").await;
+    let mut reader = csv::Reader::from_reader(body.as_bytes());
+    let headers: Vec<String> = reader
+        .headers()
+        .unwrap()
+        .iter()
+        .map(str::to_owned)
+        .collect();
+    let mut seen = HashSet::new();
+    for row in reader.records() {
+        let row = row.unwrap();
+        let field = |name: &str| &row[headers.iter().position(|header| header == name).unwrap()];
+        let id = field("request_id").to_owned();
+        let record = by_id[id.as_str()];
+        assert!(seen.insert(id.clone()), "{id} twice");
+        for name in &headers {
+            let got = field(name);
+            match name.as_str() {
+                "created_at" => assert_eq!(
+                    DateTime::parse_from_rfc3339(got).unwrap().to_utc(),
+                    created_at(record),
+                    "{id} created_at"
+                ),
+                "metadata" => assert_eq!(
+                    serde_json::from_str::<Value>(got).unwrap(),
+                    record["metadata"],
+                    "{id} metadata"
+                ),
+                "tags" => assert_eq!(got, counted_tags(record).join(";"), "{id} tags"),
+                _ => {
+                    let want = match &record[name.as_str()] {
+                        Value::Null => String::new(),
+                        Value::String(text) => text.clone(),
+                        other => other.to_string(),
+                    };
+                    assert_eq!(got, want, "{id} {name}");
+                }
+            }
+        }
+    }
+    assert_eq!(seen.len(), records.len());
+
+    // A range over several pages: exactly the records inside it, once
+    // (the cursor replaces the start bound after the first page).
+    let start = base + TimeDelta::milliseconds(100);
+    let end = base + TimeDelta::milliseconds(1_400);
+    let response = app
+        .client
+        .get(app.url(&format!(
+            "/api/v1/usage/export?format=json&start_date={}&end_date={}",
+            start.to_rfc3339_opts(SecondsFormat::Millis, true),
+            end.to_rfc3339_opts(SecondsFormat::Millis, true)
+        )))
+        .bearer_auth(common::ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let got: Vec<String> = response
+        .text()
+        .await
+        .unwrap()
+        .lines()
+        .map(|line| {
+            serde_json::from_str::<Value>(line).unwrap()["request_id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    let wanted: HashSet<String> = records
+        .iter()
+        .filter(|record| created_at(record) >= start && created_at(record) < end)
+        .map(|record| record["request_id"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(wanted.len() > 5_000, "the range spans pages");
+    assert_eq!(got.len(), wanted.len());
+    assert_eq!(got.into_iter().collect::<HashSet<_>>(), wanted);
     app.stop().await;
 }
 

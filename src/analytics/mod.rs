@@ -113,19 +113,27 @@ pub async fn after_migration(
     Ok(())
 }
 
+/// Records read and added to the rollups per transaction by [`backfill`].
+const BACKFILL_PAGE: u32 = 5_000;
+
 /// Fills the analytics rollups from the records stored before they existed.
 /// Returns how many records it added.
 pub async fn backfill(store: &Store, timezone: Tz) -> Result<u64, StoreError> {
-    let mut pages = crate::export::Pages::new(store.clone(), RecordFilter::default());
+    let mut cursor = None;
     let mut added = 0_u64;
-    while let Some(records) = pages.next().await? {
-        if records.is_empty() {
-            break;
+    loop {
+        let page = store
+            .usage_records_oldest_first(&RecordFilter::default(), cursor, BACKFILL_PAGE)
+            .await?;
+        if !page.records.is_empty() {
+            store.add_to_usage_rollups(&page.records, timezone).await?;
+            added += page.records.len() as u64;
         }
-        store.add_to_usage_rollups(&records, timezone).await?;
-        added += records.len() as u64;
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => return Ok(added),
+        }
     }
-    Ok(added)
 }
 
 /// Like [`aggregate`] for an hourly series: whole hours from the hourly

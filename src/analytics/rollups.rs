@@ -88,12 +88,13 @@ pub fn hour_of(at: DateTime<Utc>) -> DateTime<Utc> {
 /// `metadata.tags`, each once, at most [`MAX_TAGS`], longer than
 /// [`MAX_TAG_LENGTH`] skipped.
 pub fn record_tags(record: &UsageRecord) -> Vec<&str> {
+    metadata_tags(&record.metadata)
+}
+
+/// The tags of a record's metadata, by the rule of [`record_tags`].
+pub fn metadata_tags(metadata: &serde_json::Value) -> Vec<&str> {
     let mut tags: Vec<&str> = Vec::new();
-    let Some(values) = record
-        .metadata
-        .get("tags")
-        .and_then(serde_json::Value::as_array)
-    else {
+    let Some(values) = metadata.get("tags").and_then(serde_json::Value::as_array) else {
         return tags;
     };
     for tag in values.iter().filter_map(serde_json::Value::as_str) {

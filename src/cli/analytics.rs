@@ -6,13 +6,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
+use futures_util::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::CliError;
 use crate::analytics::{self, projection, summary};
 use crate::app::pricing_from_config;
 use crate::config::Config;
-use crate::export::{Encoder, Format, Pages};
+use crate::export::{self, ExportError, Format};
 use crate::money::NanoUsd;
 use crate::query;
 use crate::recorder::{LedgerListeners, RecordError, Recorder, RecorderSettings};
@@ -116,23 +117,18 @@ pub async fn export(
         )),
         None => None,
     };
-    let mut encoder = Encoder::new(format);
-    let mut pages = Pages::new(store.clone(), filter);
+    let mut chunks = std::pin::pin!(export::chunks(store.clone(), filter, format));
     let mut written: u64 = 0;
-    let mut first = true;
-    while let Some(records) = pages.next().await? {
-        if records.is_empty() && !first {
-            break;
-        }
-        first = false;
-        let bytes = encoder
-            .encode(&records)
-            .map_err(|error| CliError::Invalid(error.to_string()))?;
+    while let Some(chunk) = chunks.next().await {
+        let chunk = chunk.map_err(|error| match error {
+            ExportError::Store(error) => CliError::from(error),
+            other => CliError::Invalid(other.to_string()),
+        })?;
         match file.as_mut() {
-            Some(file) => file.write_all(&bytes)?,
-            None => out.write_all(&bytes)?,
+            Some(file) => file.write_all(&chunk.bytes)?,
+            None => out.write_all(&chunk.bytes)?,
         }
-        written += records.len() as u64;
+        written += u64::from(chunk.records);
         progress.set_position(written);
     }
     if let Some(mut file) = file {

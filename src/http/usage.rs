@@ -8,11 +8,12 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use chrono::Utc;
+use futures_util::StreamExt;
 use serde_json::{Value, json};
 
 use super::error::record_error;
 use super::{ApiError, AppState};
-use crate::export::{Encoder, ExportError, Format, Pages, RecordView};
+use crate::export::{self, ExportError, Format, RecordView};
 use crate::ingest;
 use crate::query::{self, RecordQuery};
 use crate::recorder::RecordError;
@@ -99,33 +100,30 @@ pub async fn export(
     }
     let filter = query::parse_filter(&parameters, state.config.server.timezone)
         .map_err(|error| ApiError::invalid(error.param, error.message))?;
-    let mut pages = Pages::new(state.store.clone(), filter);
+    let mut chunks = Box::pin(export::chunks(state.store.clone(), filter, format));
     // The first page is read before answering, so a database that is down
     // gets a proper error status rather than a truncated 200.
-    let first = pages.next().await?;
-    let mut encoder = Encoder::new(format);
-    let state = (pages, encoder_first(&mut encoder, first)?, encoder);
-    let body = futures_util::stream::unfold(Some(state), |state| async move {
-        let (mut pages, ready, mut encoder) = state?;
-        if let Some(bytes) = ready {
-            return Some((Ok(Bytes::from(bytes)), Some((pages, None, encoder))));
+    let first = match chunks.next().await {
+        Some(Ok(chunk)) => chunk,
+        Some(Err(ExportError::Store(error))) => return Err(error.into()),
+        Some(Err(error)) => {
+            tracing::error!(%error, "export failed");
+            return Err(ApiError::Internal);
         }
-        let page = match pages.next().await {
-            Ok(Some(records)) if !records.is_empty() => records,
-            Ok(_) => return None,
-            Err(error) => {
-                tracing::error!(%error, "export stopped: the ledger could not be read");
-                return Some((Err(ExportError::from(error)), None));
-            }
-        };
-        match encoder.encode(&page) {
-            Ok(bytes) => Some((Ok(Bytes::from(bytes)), Some((pages, None, encoder)))),
-            Err(error) => {
-                tracing::error!(%error, "export stopped");
-                Some((Err(error), None))
-            }
+        None => {
+            tracing::error!("export failed: no first page");
+            return Err(ApiError::Internal);
         }
-    });
+    };
+    let body = futures_util::stream::once(async move { Ok(first) })
+        .chain(chunks)
+        .map(|chunk| {
+            chunk
+                .map(|chunk| Bytes::from(chunk.bytes))
+                .inspect_err(|error| {
+                    tracing::error!(%error, "export stopped");
+                })
+        });
     let filename = format!("tollgate-usage.{}", format.extension());
     axum::response::Response::builder()
         .header(axum::http::header::CONTENT_TYPE, format.content_type())
@@ -147,16 +145,3 @@ const EXPORT_FILTERS: &[&str] = &[
     "user_id",
     "tag",
 ];
-
-/// The bytes of the first page (the CSV header even when it is empty).
-fn encoder_first(
-    encoder: &mut Encoder,
-    first: Option<Vec<crate::usage::UsageRecord>>,
-) -> Result<Option<Vec<u8>>, ApiError> {
-    let records = first.unwrap_or_default();
-    let bytes = encoder.encode(&records).map_err(|error| {
-        tracing::error!(%error, "export failed");
-        ApiError::Internal
-    })?;
-    Ok(Some(bytes))
-}

@@ -11,6 +11,7 @@ mod analytics;
 mod budgets;
 mod credits;
 mod error;
+mod export;
 mod keys;
 mod postgres;
 mod reports;
@@ -26,6 +27,7 @@ pub use alerts::AlertFilter;
 pub use analytics::{AggregateRow, Bucket, Grouping};
 pub use budgets::{LeaseGrant, LeaseRequest};
 pub use error::StoreError;
+pub use export::{ExportBatch, ExportRow};
 pub use keys::KeyRecord;
 pub use webhooks::{AttemptOutcome, DeliveryRecord, DueDelivery, EventForDelivery, NextStep};
 
@@ -191,6 +193,22 @@ impl Store {
             self,
             usage_records(filter, cursor, limit, Order::OldestFirst)
         )
+    }
+
+    /// Up to `limit` records after `cursor` matching `filter`, oldest first,
+    /// encoded by the database as one JSON text (the export's fast path).
+    pub async fn usage_export_page(
+        &self,
+        filter: &RecordFilter,
+        cursor: Option<Cursor>,
+        limit: u32,
+    ) -> Result<ExportBatch, StoreError> {
+        match self {
+            Store::Sqlite(store) => export::page_sqlite(&store.reader, filter, cursor, limit).await,
+            Store::Postgres(store) => {
+                export::page_postgres(&store.pool, filter, cursor, limit).await
+            }
+        }
     }
 
     /// Rollup rows whose org, provider, model and task type match the filter,

@@ -173,21 +173,7 @@ impl PostgresStore {
             Order::OldestFirst => (" > (", " ASC"),
         };
         let mut query = QueryBuilder::<Postgres>::new(rows::SELECT_USAGE);
-        if let Some(start) = filter.start {
-            query.push(" AND created_at >= ").push_bind(start);
-        }
-        if let Some(end) = filter.end {
-            query.push(" AND created_at < ").push_bind(end);
-        }
-        rows::push_dimension_filter(&mut query, filter);
-        if let Some(user_id) = &filter.user_id {
-            query.push(" AND user_id = ").push_bind(user_id.clone());
-        }
-        if let Some(tag) = &filter.tag {
-            query
-                .push(" AND metadata -> 'tags' ? ")
-                .push_bind(tag.clone());
-        }
+        push_record_filter(&mut query, filter);
         if let Some(cursor) = cursor {
             query
                 .push(" AND (created_at, request_id)")
@@ -382,4 +368,23 @@ struct PostgresRollupRow {
     latency_histogram: Vec<i64>,
     #[sqlx(flatten)]
     rollup: rows::CommonRollupColumns,
+}
+
+/// The record listing's filters on `ai_provider_usage`.
+pub(super) fn push_record_filter(query: &mut QueryBuilder<Postgres>, filter: &RecordFilter) {
+    if let Some(start) = filter.start {
+        query.push(" AND created_at >= ").push_bind(start);
+    }
+    if let Some(end) = filter.end {
+        query.push(" AND created_at < ").push_bind(end);
+    }
+    rows::push_dimension_filter(query, filter);
+    if let Some(user_id) = &filter.user_id {
+        query.push(" AND user_id = ").push_bind(user_id.clone());
+    }
+    if let Some(tag) = &filter.tag {
+        query
+            .push(" AND metadata -> 'tags' ? ")
+            .push_bind(tag.clone());
+    }
 }

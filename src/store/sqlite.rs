@@ -191,7 +191,7 @@ impl SqliteStore {
             Order::OldestFirst => (" > (", " ASC"),
         };
         let mut query = QueryBuilder::<Sqlite>::new(rows::SELECT_USAGE);
-        push_record_filter(&mut query, filter);
+        push_record_filter(&mut query, &behind_cursor(filter, cursor, order));
         if let Some(cursor) = cursor {
             query
                 .push(" AND (created_at, request_id)")
@@ -243,7 +243,28 @@ impl SqliteStore {
     }
 }
 
-fn push_record_filter(query: &mut QueryBuilder<Sqlite>, filter: &RecordFilter) {
+/// The filter for the records past `cursor` in `order`: without the time
+/// bound the cursor already implies (the cursor is a record that matched).
+/// With both `created_at >= start` and `(created_at, request_id) > cursor`,
+/// SQLite walks the index from `start` and filters up to the cursor, so each
+/// page of a long listing or export cost more than the one before.
+pub(super) fn behind_cursor(
+    filter: &RecordFilter,
+    cursor: Option<Cursor>,
+    order: Order,
+) -> RecordFilter {
+    let mut filter = filter.clone();
+    if cursor.is_some() {
+        match order {
+            Order::OldestFirst => filter.start = None,
+            Order::NewestFirst => filter.end = None,
+        }
+    }
+    filter
+}
+
+/// The record listing's filters on `ai_provider_usage`.
+pub(super) fn push_record_filter(query: &mut QueryBuilder<Sqlite>, filter: &RecordFilter) {
     if let Some(start) = filter.start {
         query
             .push(" AND created_at >= ")
