@@ -33,6 +33,9 @@ const POSTGRES_TABLES: &str = "SELECT tablename::text FROM pg_tables \
 /// Rows per INSERT statement (arrays this long are sent as one parameter each).
 const ROWS_PER_STATEMENT: usize = 5_000;
 
+/// The `work_mem` each connection asks for (per sort or hash, per query).
+const ANALYTICS_WORK_MEM: &str = "32MB";
+
 #[derive(Debug, Clone)]
 pub struct PostgresStore {
     pub(super) pool: PgPool,
@@ -44,7 +47,18 @@ impl PostgresStore {
             url: super::redact_url(url),
             source,
         };
-        let options = PgConnectOptions::from_str(url).map_err(connect_error)?;
+        let mut options = PgConnectOptions::from_str(url).map_err(connect_error)?;
+        // Analytics group ~13,000 rollup rows of 40 columns into a few hundred;
+        // at PostgreSQL's default 4 MB the planner expects the hash table not
+        // to fit and sorts instead, in parallel workers: 77-89 ms against
+        // 36-44 ms hashed (docs/benchmarks.md). A `work_mem` in the URL's
+        // `options` wins.
+        if !options
+            .get_options()
+            .is_some_and(|given| given.contains("work_mem"))
+        {
+            options = options.options([("work_mem", ANALYTICS_WORK_MEM)]);
+        }
         // One direct connection first: a pool only says "timed out", while
         // this says why (refused, unknown host, bad password).
         let timeout = Duration::from_millis(config.acquire_timeout_ms);
