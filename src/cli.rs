@@ -167,6 +167,8 @@ pub enum CliError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
+    Export(#[from] crate::export::ExportError),
+    #[error(transparent)]
     App(#[from] AppError),
     #[error(transparent)]
     Pricing(#[from] CatalogError),

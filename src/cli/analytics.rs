@@ -13,7 +13,7 @@ use super::CliError;
 use crate::analytics::{self, projection, summary};
 use crate::app::pricing_from_config;
 use crate::config::Config;
-use crate::export::{self, ExportError, Format};
+use crate::export::{self, Format};
 use crate::money::NanoUsd;
 use crate::query;
 use crate::recorder::{LedgerListeners, RecordError, Recorder, RecorderSettings};
@@ -120,10 +120,7 @@ pub async fn export(
     let mut chunks = std::pin::pin!(export::chunks(store.clone(), filter, format));
     let mut written: u64 = 0;
     while let Some(chunk) = chunks.next().await {
-        let chunk = chunk.map_err(|error| match error {
-            ExportError::Store(error) => CliError::from(error),
-            other => CliError::Invalid(other.to_string()),
-        })?;
+        let chunk = chunk?;
         match file.as_mut() {
             Some(file) => file.write_all(&chunk.bytes)?,
             None => out.write_all(&chunk.bytes)?,

@@ -11,6 +11,7 @@ use uuid::Uuid;
 
 use crate::auth::AuthError;
 use crate::budget::enforcer::BudgetError;
+use crate::export::ExportError;
 use crate::gateway::GatewayError;
 use crate::gateway::body::BodyError;
 use crate::ingest::IngestError;
@@ -189,6 +190,18 @@ impl From<IngestError> for ApiError {
                 param: Some(param),
                 message,
             },
+        }
+    }
+}
+
+impl From<ExportError> for ApiError {
+    fn from(error: ExportError) -> Self {
+        match error {
+            ExportError::Store(error) => error.into(),
+            other => {
+                tracing::error!(error = %other, "export failed");
+                ApiError::Internal
+            }
         }
     }
 }

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use super::error::record_error;
 use super::{ApiError, AppState};
-use crate::export::{self, ExportError, Format, RecordView};
+use crate::export::{self, Format, RecordView};
 use crate::ingest;
 use crate::query::{self, RecordQuery};
 use crate::recorder::RecordError;
@@ -104,16 +104,9 @@ pub async fn export(
     // The first page is read before answering, so a database that is down
     // gets a proper error status rather than a truncated 200.
     let first = match chunks.next().await {
-        Some(Ok(chunk)) => chunk,
-        Some(Err(ExportError::Store(error))) => return Err(error.into()),
-        Some(Err(error)) => {
-            tracing::error!(%error, "export failed");
-            return Err(ApiError::Internal);
-        }
-        None => {
-            tracing::error!("export failed: no first page");
-            return Err(ApiError::Internal);
-        }
+        Some(first) => first?,
+        // `chunks` always yields the first page, even empty.
+        None => return Err(ApiError::Internal),
     };
     let body = futures_util::stream::once(async move { Ok(first) })
         .chain(chunks)
