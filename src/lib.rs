@@ -26,6 +26,7 @@ pub mod reports;
 pub mod rollup;
 pub mod store;
 pub mod telemetry;
+pub mod tenancy;
 pub mod usage;
 pub mod usage_metrics;
 pub mod webhooks;

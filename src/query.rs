@@ -143,6 +143,8 @@ pub fn parse_filter(
         org_id: text("org_id").map(str::to_owned),
         user_id: text("user_id").map(str::to_owned),
         tag: text("tag").map(str::to_owned),
+        // The caller's scope is added where the caller is known (`http`).
+        scope: crate::store::Scope::Nobody,
     })
 }
 

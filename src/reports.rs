@@ -299,6 +299,8 @@ pub async fn build(
         start,
         end: stop,
         org_id: report.org_id.clone(),
+        // Scheduled reports are the server's own work, set up by an admin.
+        scope: crate::store::Scope::All,
         ..RecordFilter::default()
     };
     let rows = analytics::aggregate(store, &filter, timezone, Grouping::Dimensions).await?;
@@ -307,6 +309,7 @@ pub async fn build(
         .alerts(&AlertFilter {
             org_id: report.org_id.clone(),
             limit: 10_000,
+            scope: crate::store::Scope::All,
             ..AlertFilter::default()
         })
         .await?

@@ -245,7 +245,7 @@ const MAX_BUDGET_SERIES: usize = 500;
 /// scrape still works.
 pub async fn state_gauges(store: &Store, budgets: &Budgets) -> String {
     let mut out = String::new();
-    match store.budgets(None).await {
+    match store.budgets(&crate::store::Scope::All, None).await {
         Ok(list) => {
             family(
                 &mut out,
@@ -313,6 +313,7 @@ pub async fn state_gauges(store: &Store, budgets: &Budgets) -> String {
     let filter = AlertFilter {
         open_only: true,
         limit: 10_000,
+        scope: crate::store::Scope::All,
         ..AlertFilter::default()
     };
     match store.alerts(&filter).await {

@@ -122,20 +122,35 @@ async fn high_usage_fires_once_escalates_in_place_and_resolves_the_next_day(stor
     assert_eq!(org_alert.current_value.unwrap().to_string(), "11");
     // Acknowledged, then worse: the same alert escalates and is active again.
     store
-        .change_alert_status(org_alert.id, AlertStatus::Acknowledged, Some("ops"), now)
+        .change_alert_status(
+            &tollgate::store::Scope::All,
+            org_alert.id,
+            AlertStatus::Acknowledged,
+            Some("ops"),
+            now,
+        )
         .await
         .unwrap();
     spend(&store, now, "acme", 20).await;
     let worse = evaluator.evaluate(now).await.unwrap();
     assert_eq!((worse.created, worse.escalated), (0, 2));
-    let escalated = store.alert(org_alert.id).await.unwrap().unwrap();
+    let escalated = store
+        .alert(&tollgate::store::Scope::All, org_alert.id)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(escalated.severity, Severity::High);
     assert_eq!(escalated.status, AlertStatus::Active);
     assert_eq!(escalated.acknowledged_by.as_deref(), Some("ops"));
     spend(&store, now, "acme", 20).await;
     evaluator.evaluate(now).await.unwrap();
     assert_eq!(
-        store.alert(org_alert.id).await.unwrap().unwrap().severity,
+        store
+            .alert(&tollgate::store::Scope::All, org_alert.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .severity,
         Severity::Critical
     );
     let history: Vec<(AlertEventKind, Severity)> = store
@@ -159,7 +174,11 @@ async fn high_usage_fires_once_escalates_in_place_and_resolves_the_next_day(stor
     let next_day = evaluator.evaluate(tomorrow).await.unwrap();
     assert_eq!(next_day.resolved, 2);
     assert!(open_of(&store, AlertType::HighUsage).await.is_empty());
-    let resolved = store.alert(org_alert.id).await.unwrap().unwrap();
+    let resolved = store
+        .alert(&tollgate::store::Scope::All, org_alert.id)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(
         (resolved.status, resolved.resolved_by),
         (AlertStatus::Resolved, None)
@@ -236,7 +255,13 @@ async fn an_alert_resolved_by_a_person_stays_resolved_until_its_condition_worsen
     assert_eq!(open.len(), 2);
     for alert in &open {
         store
-            .change_alert_status(alert.id, AlertStatus::Resolved, Some("ops"), now)
+            .change_alert_status(
+                &tollgate::store::Scope::All,
+                alert.id,
+                AlertStatus::Resolved,
+                Some("ops"),
+                now,
+            )
             .await
             .unwrap();
     }
@@ -262,6 +287,7 @@ async fn an_alert_resolved_by_a_person_stays_resolved_until_its_condition_worsen
         .alerts(&AlertFilter {
             org_id: Some("globex".to_owned()),
             limit: 100,
+            scope: tollgate::store::Scope::All,
             ..AlertFilter::default()
         })
         .await
@@ -372,7 +398,7 @@ async fn the_alerts_api_creates_lists_acknowledges_and_resolves() {
             resolved["status"].as_str(),
             resolved["resolved_by"].as_str()
         ),
-        (200, Some("resolved"), Some("admin"))
+        (200, Some("resolved"), Some("admin-token"))
     );
     // Resolving again changes nothing and is not an error.
     let (status, _) = admin(
@@ -448,7 +474,10 @@ async fn budget_thresholds_become_one_alert_per_period_that_escalates(store: Sto
     let budget = input
         .create(uuid::Uuid::now_v7(), now - chrono::Duration::days(3))
         .unwrap();
-    store.insert_budget(&budget).await.unwrap();
+    store
+        .insert_budget(&tollgate::store::Scope::All, &budget)
+        .await
+        .unwrap();
     let period = tollgate::budget::status::current_period(&budget, now);
     let reach = |percent: u32, at: DateTime<Utc>| {
         let store = store.clone();
@@ -489,7 +518,11 @@ async fn budget_thresholds_become_one_alert_per_period_that_escalates(store: Sto
     assert!(reach(100, now).await);
     let exhausted = evaluator.evaluate(now).await.unwrap();
     assert_eq!((exhausted.created, exhausted.escalated), (0, 1));
-    let alert = store.alert(open[0].id).await.unwrap().unwrap();
+    let alert = store
+        .alert(&tollgate::store::Scope::All, open[0].id)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(
         alert.severity,
         Severity::Critical,
@@ -614,6 +647,7 @@ async fn two_serve_processes_on_postgres_open_and_escalate_each_alert_once() {
         .alerts(&AlertFilter {
             alert_type: Some(AlertType::HighUsage),
             limit: 100,
+            scope: tollgate::store::Scope::All,
             ..AlertFilter::default()
         })
         .await

@@ -963,7 +963,10 @@ async fn rollups_filled_from_the_ledger_after_the_fact_equal_the_live_ones(
     app.stop().await;
     let timezone: Tz = TIMEZONE.parse().unwrap();
     let store = common::connect_store(&database.url).await;
-    let everything = RecordFilter::default();
+    let everything = RecordFilter {
+        scope: tollgate::store::Scope::All,
+        ..RecordFilter::default()
+    };
     let live = stats_of(&store, &everything, timezone).await;
     assert_eq!(live.totals.requests, 3_000);
     // As a database migrated from before the rollups existed would be.
@@ -994,6 +997,7 @@ async fn rollups_filled_from_the_ledger_after_the_fact_equal_the_live_ones(
     assert_eq!(stats_of(&store, &everything, timezone).await, live);
     let tagged = RecordFilter {
         tag: Some("prod".to_owned()),
+        scope: tollgate::store::Scope::All,
         ..RecordFilter::default()
     };
     assert!(stats_of(&store, &tagged, timezone).await.totals.requests > 0);

@@ -140,6 +140,7 @@ async fn upstream_requests(upstream: &Upstream) -> usize {
 async fn ledger_spend(store: &Store, org: &str) -> i64 {
     let filter = tollgate::store::RecordFilter {
         org_id: Some(org.to_owned()),
+        scope: tollgate::store::Scope::All,
         ..Default::default()
     };
     let mut total = 0;
@@ -576,7 +577,10 @@ async fn budgets_apply_only_to_their_provider_user_and_key() {
     .await;
     assert_eq!(chat(&app, &alice, &request()).await.status(), 200);
     // A key budget, by the key's id.
-    let keys = store.list_keys(Some("acme")).await.unwrap();
+    let keys = store
+        .list_keys(&tollgate::store::Scope::All, Some("acme"))
+        .await
+        .unwrap();
     let alice_key = keys
         .iter()
         .find(|key| key.user_id.as_deref() == Some("alice"))

@@ -674,8 +674,17 @@ async fn an_alias_routes_to_its_model_and_a_revoked_key_is_refused() {
     );
     assert_eq!(harness.last_received().await.body["model"], "gpt-4o-mini");
     let store = connect_store(&harness._database.url).await;
-    let key = store.list_keys(Some("acme")).await.unwrap().remove(0);
-    assert!(store.revoke_key(key.id).await.unwrap());
+    let key = store
+        .list_keys(&tollgate::store::Scope::All, Some("acme"))
+        .await
+        .unwrap()
+        .remove(0);
+    assert!(
+        store
+            .revoke_key(&tollgate::store::Scope::All, key.id)
+            .await
+            .unwrap()
+    );
     store.close().await;
     let refused = harness.post("/v1/chat/completions", chat("fast")).await;
     assert_eq!(refused.status(), 401);

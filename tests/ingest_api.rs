@@ -188,7 +188,13 @@ async fn a_retried_batch_is_not_counted_twice() {
     // The rollup, where double counting would show, counts each record once.
     let store = common::connect_store(&database.url).await;
     let rollups = store
-        .rollups(&tollgate::store::RecordFilter::default(), chrono_tz::UTC)
+        .rollups(
+            &tollgate::store::RecordFilter {
+                scope: tollgate::store::Scope::All,
+                ..Default::default()
+            },
+            chrono_tz::UTC,
+        )
         .await
         .unwrap();
     assert_eq!(

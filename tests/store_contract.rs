@@ -110,7 +110,7 @@ async fn inserted_records_read_back_unchanged(store: Store) {
         .await
         .unwrap();
     assert_eq!((outcome.inserted, outcome.duplicates), (2, 0));
-    let stored = everything(&store, &RecordFilter::default()).await;
+    let stored = everything(&store, &all_records()).await;
     assert_eq!(stored, vec![sparse, full]);
 }
 
@@ -122,11 +122,8 @@ async fn a_record_inserted_twice_is_stored_and_counted_once(store: Store) {
     assert_eq!((outcome.inserted, outcome.duplicates), (2, 1));
     let again = store.insert_usage(&batch, chrono_tz::UTC).await.unwrap();
     assert_eq!((again.inserted, again.duplicates), (0, 3));
-    assert_eq!(everything(&store, &RecordFilter::default()).await.len(), 2);
-    let rollups = store
-        .rollups(&RecordFilter::default(), chrono_tz::UTC)
-        .await
-        .unwrap();
+    assert_eq!(everything(&store, &all_records()).await.len(), 2);
+    let rollups = store.rollups(&all_records(), chrono_tz::UTC).await.unwrap();
     assert_eq!(rollups.len(), 1);
     assert_eq!(rollups[0].1.requests, 2);
     assert_eq!(rollups[0].1.cost_nano_usd, 3_000);
@@ -137,13 +134,10 @@ async fn a_record_inserted_twice_is_stored_and_counted_once(store: Store) {
         .await
         .unwrap();
     assert_eq!((mixed.inserted, mixed.duplicates), (1, 2));
-    let rollups = store
-        .rollups(&RecordFilter::default(), chrono_tz::UTC)
-        .await
-        .unwrap();
+    let rollups = store.rollups(&all_records(), chrono_tz::UTC).await.unwrap();
     assert_eq!(rollups[0].1.requests, 3);
     assert_eq!(rollups[0].1.cost_nano_usd, 7_000);
-    assert_eq!(everything(&store, &RecordFilter::default()).await.len(), 3);
+    assert_eq!(everything(&store, &all_records()).await.len(), 3);
 }
 
 /// SQLite sends multi-row statements in a few fixed row counts (so its
@@ -166,7 +160,7 @@ async fn batches_of_awkward_sizes_are_stored_and_rolled_up_whole(store: Store) {
         assert_eq!(outcome.duplicates, batch.len() - size, "batch of {size}");
         stored += size;
     }
-    let filter = RecordFilter::default();
+    let filter = all_records();
     assert_eq!(everything(&store, &filter).await.len(), stored);
     let rollups = store.rollups(&filter, chrono_tz::UTC).await.unwrap();
     assert_eq!(rollups.len(), 37);
@@ -283,6 +277,7 @@ async fn filters_select_exactly_the_matching_records(store: Store) {
         (
             RecordFilter {
                 org_id: Some("acme".into()),
+                scope: tollgate::store::Scope::All,
                 ..RecordFilter::default()
             },
             vec!["gpt-4o", "text-embedding-3-small"],
@@ -290,6 +285,7 @@ async fn filters_select_exactly_the_matching_records(store: Store) {
         (
             RecordFilter {
                 provider: Some(Provider::OpenRouter),
+                scope: tollgate::store::Scope::All,
                 ..RecordFilter::default()
             },
             vec!["openai/gpt-4o"],
@@ -297,6 +293,7 @@ async fn filters_select_exactly_the_matching_records(store: Store) {
         (
             RecordFilter {
                 task_type: Some(TaskType::Completion),
+                scope: tollgate::store::Scope::All,
                 ..RecordFilter::default()
             },
             vec!["llama3"],
@@ -304,6 +301,7 @@ async fn filters_select_exactly_the_matching_records(store: Store) {
         (
             RecordFilter {
                 model: Some("gpt-4o".into()),
+                scope: tollgate::store::Scope::All,
                 ..RecordFilter::default()
             },
             vec!["gpt-4o"],
@@ -311,6 +309,7 @@ async fn filters_select_exactly_the_matching_records(store: Store) {
         (
             RecordFilter {
                 user_id: Some("bob".into()),
+                scope: tollgate::store::Scope::All,
                 ..RecordFilter::default()
             },
             vec!["llama3", "text-embedding-3-small"],
@@ -320,6 +319,7 @@ async fn filters_select_exactly_the_matching_records(store: Store) {
             RecordFilter {
                 start: Some(at(6, 12)),
                 end: Some(at(8, 12)),
+                scope: tollgate::store::Scope::All,
                 ..RecordFilter::default()
             },
             vec!["openai/gpt-4o", "text-embedding-3-small"],
@@ -328,6 +328,7 @@ async fn filters_select_exactly_the_matching_records(store: Store) {
             RecordFilter {
                 org_id: Some("globex".into()),
                 user_id: Some("alice".into()),
+                scope: tollgate::store::Scope::All,
                 ..RecordFilter::default()
             },
             vec!["openai/gpt-4o"],
@@ -335,6 +336,7 @@ async fn filters_select_exactly_the_matching_records(store: Store) {
         (
             RecordFilter {
                 org_id: Some("' OR 1=1 --".into()),
+                scope: tollgate::store::Scope::All,
                 ..RecordFilter::default()
             },
             vec![],
@@ -355,7 +357,7 @@ async fn pages_cover_every_record_once_in_newest_first_order(store: Store) {
         .map(|index| record(at(10, index % 5), "acme", "gpt-4o", Some(1)))
         .collect();
     store.insert_usage(&records, chrono_tz::UTC).await.unwrap();
-    let listed = everything(&store, &RecordFilter::default()).await;
+    let listed = everything(&store, &all_records()).await;
     assert_eq!(listed.len(), 40);
     let mut ids: Vec<_> = listed.iter().map(|record| record.request_id).collect();
     ids.sort();
@@ -390,11 +392,8 @@ async fn the_rollup_equals_the_sum_of_the_raw_records_exactly(store: Store) {
     for batch in records.chunks(64) {
         store.insert_usage(batch, timezone).await.unwrap();
     }
-    let raw = everything(&store, &RecordFilter::default()).await;
-    let rollups = store
-        .rollups(&RecordFilter::default(), chrono_tz::UTC)
-        .await
-        .unwrap();
+    let raw = everything(&store, &all_records()).await;
+    let rollups = store.rollups(&all_records(), chrono_tz::UTC).await.unwrap();
     let sum = |field: fn(&tollgate::rollup::RollupDelta) -> i64| -> i64 {
         rollups.iter().map(|(_, delta)| field(delta)).sum()
     };
@@ -492,10 +491,7 @@ async fn concurrent_writers_of_the_same_records_count_them_once(store: Store) {
         inserted += writer.await.unwrap();
     }
     assert_eq!(inserted, 200);
-    let rollups = store
-        .rollups(&RecordFilter::default(), chrono_tz::UTC)
-        .await
-        .unwrap();
+    let rollups = store.rollups(&all_records(), chrono_tz::UTC).await.unwrap();
     assert_eq!(
         rollups.iter().map(|(_, delta)| delta.requests).sum::<i64>(),
         200
@@ -530,10 +526,19 @@ async fn rollups_are_selected_by_days_in_the_server_time_zone(store: Store) {
     let filter = RecordFilter {
         start: Some(Utc.with_ymd_and_hms(2026, 2, 28, 23, 0, 0).unwrap()),
         end: Some(Utc.with_ymd_and_hms(2026, 3, 1, 23, 0, 0).unwrap()),
+        scope: tollgate::store::Scope::All,
         ..RecordFilter::default()
     };
     let rollups = store.rollups(&filter, paris).await.unwrap();
     let models: Vec<&str> = rollups.iter().map(|(key, _)| key.model.as_str()).collect();
     assert_eq!(models, ["march-first"]);
     assert_eq!(rollups[0].0.day.to_string(), "2026-03-01");
+}
+
+/// A filter for every record (the store's own, unscoped view).
+fn all_records() -> RecordFilter {
+    RecordFilter {
+        scope: tollgate::store::Scope::All,
+        ..RecordFilter::default()
+    }
 }

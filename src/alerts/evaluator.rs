@@ -15,7 +15,7 @@ use rust_decimal::Decimal;
 use super::rules::{self, BudgetReached, ErrorThresholds, SpendThresholds};
 use super::{AlertStatus, AlertType, Applied, Condition};
 use crate::budget::status as budget_status;
-use crate::store::{Store, StoreError};
+use crate::store::{Scope, Store, StoreError};
 
 /// The rules' settings.
 #[derive(Debug, Clone)]
@@ -108,7 +108,7 @@ impl Evaluator {
         }
         let budgets: HashMap<_, _> = self
             .store
-            .budgets(None)
+            .budgets(&crate::store::Scope::All, None)
             .await?
             .into_iter()
             .map(|budget| (budget.id, budget))
@@ -205,7 +205,7 @@ impl Evaluator {
         for id in to_resolve {
             if let Some(alert) = self
                 .store
-                .change_alert_status(id, AlertStatus::Resolved, None, now)
+                .change_alert_status(&Scope::All, id, AlertStatus::Resolved, None, now)
                 .await?
                 && alert.resolved_by.is_none()
             {

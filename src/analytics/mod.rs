@@ -123,7 +123,14 @@ pub async fn backfill(store: &Store, timezone: Tz) -> Result<u64, StoreError> {
     let mut added = 0_u64;
     loop {
         let page = store
-            .usage_records_oldest_first(&RecordFilter::default(), cursor, BACKFILL_PAGE)
+            .usage_records_oldest_first(
+                &RecordFilter {
+                    scope: crate::store::Scope::All,
+                    ..RecordFilter::default()
+                },
+                cursor,
+                BACKFILL_PAGE,
+            )
             .await?;
         if !page.records.is_empty() {
             store.add_to_usage_rollups(&page.records, timezone).await?;

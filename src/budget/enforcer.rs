@@ -226,7 +226,11 @@ impl Budgets {
 
     /// Reads every budget definition; on failure the previous ones stay.
     pub async fn refresh(&self) -> Result<(), StoreError> {
-        let budgets = self.inner.store.budgets(None).await?;
+        let budgets = self
+            .inner
+            .store
+            .budgets(&crate::store::Scope::All, None)
+            .await?;
         let mut by_org: HashMap<String, Vec<Budget>> = HashMap::new();
         for budget in budgets {
             by_org

@@ -277,6 +277,7 @@ pub async fn report(
             open_only: true,
             org_id: filter.org_id.clone(),
             limit: 1_000,
+            scope: crate::store::Scope::All,
             ..AlertFilter::default()
         })
         .await?;
@@ -404,12 +405,17 @@ impl FilterFlags {
                 parameters.insert(name.to_owned(), value);
             }
         }
-        query::parse_filter(&parameters, timezone).map_err(|error| {
+        let filter = query::parse_filter(&parameters, timezone).map_err(|error| {
             CliError::Invalid(format!(
                 "--{}: {}",
                 error.param.replace('_', "-"),
                 error.message
             ))
+        })?;
+        // Whoever runs the CLI holds the database itself.
+        Ok(RecordFilter {
+            scope: crate::store::Scope::All,
+            ..filter
         })
     }
 }

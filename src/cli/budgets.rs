@@ -11,7 +11,7 @@ use uuid::Uuid;
 use super::CliError;
 use crate::budget::enforcer::{Budgets, EnforcerSettings};
 use crate::budget::{self, Budget, BudgetInput};
-use crate::store::Store;
+use crate::store::{Scope, Store};
 
 #[derive(Debug, Subcommand)]
 #[allow(
@@ -86,7 +86,7 @@ pub async fn run(
                 "{:<36}  {:<16}  {:<8}  {:>14}  {:<4}  {:<10}  SCOPE",
                 "ID", "ORG", "TYPE", "AMOUNT USD", "HARD", "TIME ZONE"
             )?;
-            for budget in store.budgets(org.as_deref()).await? {
+            for budget in store.budgets(&Scope::All, org.as_deref()).await? {
                 writeln!(
                     out,
                     "{:<36}  {:<16}  {:<8}  {:>14}  {:<4}  {:<10}  {}",
@@ -148,7 +148,7 @@ pub async fn run(
                 None => (input.create(Uuid::now_v7(), now).map_err(flag)?, true),
                 Some(id) => {
                     let stored = store
-                        .budget(id)
+                        .budget(&Scope::All, id)
                         .await?
                         .ok_or_else(|| CliError::Invalid(format!("no budget {id}")))?;
                     (input.apply(stored, now).map_err(flag)?, false)
@@ -158,22 +158,22 @@ pub async fn run(
                 return Err(flag(error));
             }
             if created {
-                store.insert_budget(&budget).await?;
-            } else if !store.update_budget(&budget).await? {
+                store.insert_budget(&Scope::All, &budget).await?;
+            } else if !store.update_budget(&Scope::All, &budget).await? {
                 return Err(CliError::Invalid(format!("no budget {}", budget.id)));
             }
             writeln!(out, "{}", budget.id)?;
             tracing::info!(id = %budget.id, created, "budget saved");
         }
         BudgetsCommand::Delete { id } => {
-            if !store.delete_budget(id).await? {
+            if !store.delete_budget(&Scope::All, id).await? {
                 return Err(CliError::Invalid(format!("no budget {id}")));
             }
             writeln!(out, "Deleted budget {id}.")?;
         }
         BudgetsCommand::Status { id } => {
             let budget = store
-                .budget(id)
+                .budget(&Scope::All, id)
                 .await?
                 .ok_or_else(|| CliError::Invalid(format!("no budget {id}")))?;
             let status = Budgets::new(store.clone(), EnforcerSettings::default())

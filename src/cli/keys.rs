@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use super::CliError;
 use crate::keys::{self, ApiKey, Role};
-use crate::store::{KeyRecord, Store};
+use crate::store::{KeyRecord, Scope, Store};
 
 #[derive(Debug, Subcommand)]
 pub enum KeysCommand {
@@ -74,10 +74,13 @@ pub async fn run(store: &Store, command: KeysCommand, out: &mut dyn Write) -> Re
                 revoked_at: None,
             };
             store
-                .insert_key(KeyRecord {
-                    key: &key,
-                    hash: &new_key.hash,
-                })
+                .insert_key(
+                    &Scope::All,
+                    KeyRecord {
+                        key: &key,
+                        hash: &new_key.hash,
+                    },
+                )
                 .await?;
             // The secret goes to standard output alone, so scripts can
             // capture it; everything else goes to standard error.
@@ -90,7 +93,7 @@ pub async fn run(store: &Store, command: KeysCommand, out: &mut dyn Write) -> Re
                 "{:<36}  {:<12}  {:<16}  {:<16}  {:<9}  {:<20}  STATUS",
                 "ID", "PREFIX", "ORG", "USER", "ROLE", "NAME"
             )?;
-            for key in store.list_keys(org.as_deref()).await? {
+            for key in store.list_keys(&Scope::All, org.as_deref()).await? {
                 let status = match key.revoked_at {
                     Some(at) => format!("revoked {}", at.format("%Y-%m-%d")),
                     None => "active".to_owned(),
@@ -108,7 +111,7 @@ pub async fn run(store: &Store, command: KeysCommand, out: &mut dyn Write) -> Re
             }
         }
         KeysCommand::Revoke { id } => {
-            if store.revoke_key(id).await? {
+            if store.revoke_key(&Scope::All, id).await? {
                 writeln!(out, "Revoked key {id}.")?;
             } else {
                 return Err(CliError::Invalid(format!("no active key with id {id}")));

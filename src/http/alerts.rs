@@ -3,10 +3,10 @@
 use std::collections::HashMap;
 use std::str::FromStr;
 
-use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
+use axum::{Extension, Json};
 use chrono::{DateTime, SubsecRound, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -17,6 +17,7 @@ use super::error::parse_json;
 use super::{ApiError, AppState};
 use crate::alerts::{Alert, AlertStatus, AlertType, Applied, Condition, Severity};
 use crate::store::AlertFilter;
+use crate::tenancy::Caller;
 use crate::usage::Provider;
 
 /// An alert as the API shows it.
@@ -88,6 +89,7 @@ where
 
 pub async fn list(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Query(parameters): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
     const KNOWN: [&str; 6] = [
@@ -111,6 +113,7 @@ pub async fn list(
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::invalid("limit", "must be 1 to 1000"));
     }
+    caller.check_filter(parameters.get("org_id").map(String::as_str), None)?;
     let filter = AlertFilter {
         status: parse(&parameters, "status")?,
         severity: parse(&parameters, "severity")?,
@@ -119,6 +122,7 @@ pub async fn list(
         org_id: parameters.get("org_id").cloned(),
         open_only: false,
         limit,
+        scope: caller.scope(),
     };
     let alerts = state.store.alerts(&filter).await?;
     let data: Vec<AlertView> = alerts.iter().map(AlertView::from).collect();
@@ -149,9 +153,24 @@ struct CustomAlert {
 
 pub async fn create(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     body: Bytes,
 ) -> Result<(StatusCode, Json<AlertView>), ApiError> {
     let custom: CustomAlert = parse_json(&body)?;
+    caller.check_filter(custom.org_id.as_deref(), None)?;
+    // Administrators may raise alerts for no organization; everyone else
+    // raises them for their own.
+    let org_id = match custom.org_id {
+        None if !caller.is_admin() => Some(caller.org_id.clone()),
+        given => given,
+    };
+    let dedupe_key = match (custom.dedupe_key, caller.is_admin()) {
+        (Some(key), true) => key,
+        // Another organization's alert must never be escalated through a
+        // key that happens to match: keys are kept per organization.
+        (Some(key), false) => format!("tenant:{}:{}:{key}", caller.org_id.len(), caller.org_id),
+        (None, _) => format!("custom:{}", Uuid::now_v7()),
+    };
     let alert_type = match custom.alert_type.as_deref() {
         None => AlertType::Custom,
         Some(text) => AlertType::from_str(text)
@@ -179,10 +198,8 @@ pub async fn create(
     let now = Utc::now().trunc_subsecs(6);
     let condition = Condition {
         alert_type,
-        dedupe_key: custom
-            .dedupe_key
-            .unwrap_or_else(|| format!("custom:{}", Uuid::now_v7())),
-        org_id: custom.org_id,
+        dedupe_key,
+        org_id,
         provider,
         model: None,
         severity,
@@ -203,16 +220,16 @@ pub async fn create(
     };
     let alert = state
         .store
-        .alert(id)
+        .alert(&caller.scope(), id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no alert {id}")))?;
     Ok((status, Json(AlertView::from(&alert))))
 }
 
-/// Who acts: `{"by": "…"}` in the body, else the admin token's holder.
-fn actor(body: &Bytes) -> Result<String, ApiError> {
+/// Who acts: `{"by": "…"}` in the body, else the caller's key.
+fn actor(caller: &Caller, body: &Bytes) -> Result<String, ApiError> {
     if body.is_empty() {
-        return Ok("admin".to_owned());
+        return Ok(caller.actor());
     }
     #[derive(Deserialize)]
     #[serde(deny_unknown_fields)]
@@ -224,20 +241,27 @@ fn actor(body: &Bytes) -> Result<String, ApiError> {
     Ok(by
         .by
         .filter(|by| !by.trim().is_empty())
-        .unwrap_or_else(|| "admin".to_owned()))
+        .unwrap_or_else(|| caller.actor()))
 }
 
 async fn change(
     state: &AppState,
+    caller: &Caller,
     id: &str,
     to: AlertStatus,
     body: &Bytes,
 ) -> Result<Json<AlertView>, ApiError> {
     let id = Uuid::parse_str(id).map_err(|_| ApiError::NotFound(format!("no alert `{id}`")))?;
-    let by = actor(body)?;
+    let by = actor(caller, body)?;
     let alert = state
         .store
-        .change_alert_status(id, to, Some(&by), Utc::now().trunc_subsecs(6))
+        .change_alert_status(
+            &caller.scope(),
+            id,
+            to,
+            Some(&by),
+            Utc::now().trunc_subsecs(6),
+        )
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no alert {id}")))?;
     Ok(Json(AlertView::from(&alert)))
@@ -245,16 +269,18 @@ async fn change(
 
 pub async fn acknowledge(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Json<AlertView>, ApiError> {
-    change(&state, &id, AlertStatus::Acknowledged, &body).await
+    change(&state, &caller, &id, AlertStatus::Acknowledged, &body).await
 }
 
 pub async fn resolve(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Json<AlertView>, ApiError> {
-    change(&state, &id, AlertStatus::Resolved, &body).await
+    change(&state, &caller, &id, AlertStatus::Resolved, &body).await
 }

@@ -4,8 +4,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use axum::Json;
 use axum::extract::{Query, State};
+use axum::{Extension, Json};
 use chrono::{DateTime, Datelike, Days, NaiveDate, TimeDelta, Utc};
 use rust_decimal::prelude::ToPrimitive;
 use rust_decimal::{Decimal, RoundingStrategy};
@@ -19,6 +19,7 @@ use crate::money::NanoUsd;
 use crate::query::{self, QueryError};
 use crate::rollup::RollupDelta;
 use crate::store::{Grouping, RecordFilter};
+use crate::tenancy::Caller;
 use crate::usage::Provider;
 
 const FILTERS: &[&str] = &[
@@ -46,6 +47,7 @@ fn parse(
     parameters: &HashMap<String, String>,
     extra: &[&str],
     state: &AppState,
+    caller: &Caller,
 ) -> Result<RecordFilter, ApiError> {
     if let Some(unknown) = parameters
         .keys()
@@ -61,7 +63,8 @@ fn parse(
             ),
         ));
     }
-    query::parse_filter(parameters, state.config.server.timezone).map_err(invalid)
+    let filter = query::parse_filter(parameters, state.config.server.timezone).map_err(invalid)?;
+    super::auth::scoped(caller, filter)
 }
 
 /// `successful / total` and other ratios, rounded to `places`; `None` when
@@ -137,9 +140,10 @@ fn range_fields(filter: &RecordFilter, state: &AppState) -> Value {
 /// `GET /api/v1/usage/stats`.
 pub async fn stats(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Query(parameters): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
-    let filter = parse(&parameters, &[], &state)?;
+    let filter = parse(&parameters, &[], &state, &caller)?;
     let timezone = state.config.server.timezone;
     let rows =
         analytics_service::aggregate(&state.store, &filter, timezone, Grouping::Dimensions).await?;
@@ -288,9 +292,10 @@ fn series_fields(group: &RollupDelta, key: Value) -> Value {
 /// by default.
 pub async fn daily(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Query(parameters): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
-    let mut filter = parse(&parameters, &[], &state)?;
+    let mut filter = parse(&parameters, &[], &state, &caller)?;
     let timezone = state.config.server.timezone;
     let (start, end) = series_range(
         &mut filter,
@@ -317,9 +322,10 @@ pub async fn daily(
 /// by default, at most 31 days.
 pub async fn hourly(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Query(parameters): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
-    let mut filter = parse(&parameters, &[], &state)?;
+    let mut filter = parse(&parameters, &[], &state, &caller)?;
     let timezone = state.config.server.timezone;
     if filter.end.is_none() {
         filter.end = Some(crate::analytics::rollups::hour_of(Utc::now()) + TimeDelta::hours(1));
@@ -347,9 +353,10 @@ pub async fn hourly(
 /// `ai_model_performance` rollup, whole days the range touches.
 pub async fn performance(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Query(parameters): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
-    let filter = parse(&parameters, &[], &state)?;
+    let filter = parse(&parameters, &[], &state, &caller)?;
     for (param, given) in [
         ("user_id", filter.user_id.is_some()),
         ("tag", filter.tag.is_some()),
@@ -414,9 +421,10 @@ const MAX_HORIZON_DAYS: usize = 366;
 /// provider, from the last complete days (up to 13 weeks).
 pub async fn projections(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Query(parameters): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
-    let filter = parse(&parameters, &["days"], &state)?;
+    let filter = parse(&parameters, &["days"], &state, &caller)?;
     if filter.start.is_some() || filter.end.is_some() {
         return Err(ApiError::invalid(
             if filter.start.is_some() {

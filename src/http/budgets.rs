@@ -2,10 +2,10 @@
 
 use std::collections::HashMap;
 
-use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
+use axum::{Extension, Json};
 use chrono::{DateTime, SubsecRound, Utc};
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -16,6 +16,7 @@ use super::{ApiError, AppState};
 use crate::budget::status::BudgetStatus;
 use crate::budget::{self, Budget, BudgetInput, InvalidBudget};
 use crate::money::NanoUsd;
+use crate::tenancy::Caller;
 
 /// A budget as the API shows it.
 #[derive(Serialize)]
@@ -110,17 +111,18 @@ fn budget_id(text: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(text).map_err(|_| ApiError::NotFound(format!("no budget `{text}`")))
 }
 
-async fn find(state: &AppState, id: &str) -> Result<Budget, ApiError> {
+async fn find(state: &AppState, caller: &Caller, id: &str) -> Result<Budget, ApiError> {
     let id = budget_id(id)?;
     state
         .store
-        .budget(id)
+        .budget(&caller.scope(), id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no budget {id}")))
 }
 
 pub async fn list(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Query(parameters): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
     if let Some(unknown) = parameters.keys().find(|name| name.as_str() != "org_id") {
@@ -129,45 +131,49 @@ pub async fn list(
             "unknown parameter (expected org_id)",
         ));
     }
-    let budgets = state
-        .store
-        .budgets(parameters.get("org_id").map(String::as_str))
-        .await?;
+    let org_id = parameters.get("org_id").map(String::as_str);
+    caller.check_filter(org_id, None)?;
+    let budgets = state.store.budgets(&caller.scope(), org_id).await?;
     let data: Vec<BudgetView> = budgets.iter().map(BudgetView::from).collect();
     Ok(Json(json!({ "object": "list", "data": data })))
 }
 
 pub async fn create(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     body: Bytes,
 ) -> Result<(StatusCode, Json<BudgetView>), ApiError> {
     let input = parse_input(&body)?;
     let budget = input.create(Uuid::now_v7(), now()).map_err(invalid)?;
+    caller.check_filter(Some(&budget.org_id), None)?;
     check_references(&state, &budget).await?;
-    state.store.insert_budget(&budget).await?;
+    state.store.insert_budget(&caller.scope(), &budget).await?;
     state.budgets.changed().await;
     Ok((StatusCode::CREATED, Json(BudgetView::from(&budget))))
 }
 
 pub async fn read(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Json<BudgetView>, ApiError> {
-    let budget = find(&state, &id).await?;
+    let budget = find(&state, &caller, &id).await?;
     Ok(Json(BudgetView::from(&budget)))
 }
 
 /// Changes the fields given; the others keep their values.
 pub async fn update(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Json<BudgetView>, ApiError> {
-    let stored = find(&state, &id).await?;
+    let stored = find(&state, &caller, &id).await?;
     let input = parse_input(&body)?;
     let budget = input.apply(stored, now()).map_err(invalid)?;
+    caller.check_filter(Some(&budget.org_id), None)?;
     check_references(&state, &budget).await?;
-    if !state.store.update_budget(&budget).await? {
+    if !state.store.update_budget(&caller.scope(), &budget).await? {
         return Err(ApiError::NotFound(format!("no budget {}", budget.id)));
     }
     state.budgets.changed().await;
@@ -176,10 +182,11 @@ pub async fn update(
 
 pub async fn delete(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let id = budget_id(&id)?;
-    if !state.store.delete_budget(id).await? {
+    if !state.store.delete_budget(&caller.scope(), id).await? {
         return Err(ApiError::NotFound(format!("no budget {id}")));
     }
     state.budgets.changed().await;
@@ -190,9 +197,10 @@ pub async fn delete(
 
 pub async fn status(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let budget = find(&state, &id).await?;
+    let budget = find(&state, &caller, &id).await?;
     let status = state.budgets.status(&budget).await?;
     Ok(Json(status_json(&budget, &status)))
 }

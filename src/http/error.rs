@@ -20,12 +20,19 @@ use crate::ingest::IngestError;
 pub const REQUEST_ID_HEADER: &str = "x-tollgate-request-id";
 use crate::recorder::RecordError;
 use crate::store::StoreError;
+use crate::tenancy::Denied;
 
 /// Everything an API handler can answer besides success.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error("{0}")]
     Unauthorized(&'static str),
+    /// Authenticated, but the caller's role or organization does not allow it.
+    #[error("{0}")]
+    Forbidden(String),
+    /// The change contradicts what is stored.
+    #[error("{0}")]
+    Conflict(String),
     #[error("{0}")]
     MalformedJson(String),
     #[error("{message}")]
@@ -78,6 +85,8 @@ impl ApiError {
                 "invalid_request_error",
                 "invalid_api_key",
             ),
+            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "permission_error", "forbidden"),
+            ApiError::Conflict(_) => (StatusCode::CONFLICT, "invalid_request_error", "conflict"),
             ApiError::MalformedJson(_) => (
                 StatusCode::BAD_REQUEST,
                 "invalid_request_error",
@@ -208,6 +217,12 @@ impl From<ExportError> for ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
+        if let StoreError::OutOfScope = error {
+            return ApiError::Forbidden(error.to_string());
+        }
+        if let StoreError::Conflict(message) = error {
+            return ApiError::Conflict(message);
+        }
         if error.is_transient() {
             tracing::warn!(%error, "database unavailable while answering a request");
             ApiError::Unavailable("the database is unavailable; try again shortly".to_owned())
@@ -306,6 +321,12 @@ impl From<BudgetError> for ApiError {
             BudgetError::Exceeded { .. } => ApiError::BudgetExceeded(error.to_string()),
             BudgetError::Unavailable(_) => ApiError::Unavailable(error.to_string()),
         }
+    }
+}
+
+impl From<Denied> for ApiError {
+    fn from(denied: Denied) -> Self {
+        ApiError::Forbidden(denied.0)
     }
 }
 

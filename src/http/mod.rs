@@ -10,15 +10,19 @@ mod gateway;
 mod health;
 mod providers;
 mod reports;
+mod tenants;
 mod usage;
 mod webhooks;
 
 use std::sync::Arc;
 
+use std::collections::BTreeMap;
+
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
+use axum::http::Method;
 use axum::middleware;
-use axum::routing::{get, post};
+use axum::routing::{MethodRouter, get, post};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio_util::task::TaskTracker;
 
@@ -30,6 +34,7 @@ use crate::config::Config;
 use crate::gateway::Gateway;
 use crate::recorder::Recorder;
 use crate::store::Store;
+use crate::tenancy::Access;
 
 /// What every handler can reach: a handle, cloned per request by axum, so
 /// one reference count rather than a copy of every service.
@@ -65,45 +70,164 @@ pub struct Services {
     pub tasks: TaskTracker,
 }
 
+/// A route's declared rule: who may call it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteRule {
+    pub method: Method,
+    /// The path under `/api/v1`, with `{parameters}`.
+    pub path: &'static str,
+    pub access: Access,
+}
+
+/// Every REST API route with the least role it needs. The router is built
+/// from this table alone, so no route exists without a rule; handlers then
+/// scope what they read and change to the caller.
+fn api_routes() -> Vec<(RouteRule, MethodRouter<AppState>)> {
+    use Access::{Admin, Member, OrgAdmin};
+    use axum::routing::{delete, patch, put};
+    let rule = |method: Method, path: &'static str, access: Access, handler| {
+        (
+            RouteRule {
+                method,
+                path,
+                access,
+            },
+            handler,
+        )
+    };
+    vec![
+        rule(Method::POST, "/usage", OrgAdmin, post(usage::ingest)),
+        rule(Method::GET, "/usage/records", Member, get(usage::records)),
+        rule(Method::GET, "/usage/export", Member, get(usage::export)),
+        rule(Method::GET, "/usage/stats", Member, get(analytics::stats)),
+        rule(Method::GET, "/usage/daily", Member, get(analytics::daily)),
+        rule(Method::GET, "/usage/hourly", Member, get(analytics::hourly)),
+        // The per-model rollup has no user dimension: org-wide figures.
+        rule(
+            Method::GET,
+            "/models/performance",
+            OrgAdmin,
+            get(analytics::performance),
+        ),
+        rule(
+            Method::GET,
+            "/projections",
+            Member,
+            get(analytics::projections),
+        ),
+        rule(Method::GET, "/budgets", Member, get(budgets::list)),
+        rule(Method::POST, "/budgets", OrgAdmin, post(budgets::create)),
+        rule(Method::GET, "/budgets/{id}", Member, get(budgets::read)),
+        rule(Method::PUT, "/budgets/{id}", OrgAdmin, put(budgets::update)),
+        rule(
+            Method::DELETE,
+            "/budgets/{id}",
+            OrgAdmin,
+            delete(budgets::delete),
+        ),
+        rule(
+            Method::GET,
+            "/budgets/{id}/status",
+            Member,
+            get(budgets::status),
+        ),
+        rule(Method::GET, "/alerts", Member, get(alerts::list)),
+        rule(Method::POST, "/alerts", OrgAdmin, post(alerts::create)),
+        rule(
+            Method::POST,
+            "/alerts/{id}/acknowledge",
+            OrgAdmin,
+            post(alerts::acknowledge),
+        ),
+        rule(
+            Method::POST,
+            "/alerts/{id}/resolve",
+            OrgAdmin,
+            post(alerts::resolve),
+        ),
+        rule(Method::GET, "/webhooks", Admin, get(webhooks::list)),
+        rule(Method::POST, "/webhooks", Admin, post(webhooks::create)),
+        rule(
+            Method::DELETE,
+            "/webhooks/{id}",
+            Admin,
+            delete(webhooks::delete),
+        ),
+        rule(
+            Method::GET,
+            "/webhooks/{id}/deliveries",
+            Admin,
+            get(webhooks::deliveries),
+        ),
+        rule(Method::GET, "/providers", Admin, get(providers::list)),
+        rule(
+            Method::PUT,
+            "/providers/{provider}",
+            Admin,
+            put(providers::update),
+        ),
+        rule(
+            Method::POST,
+            "/providers/{provider}/refresh",
+            Admin,
+            post(providers::refresh),
+        ),
+        rule(Method::GET, "/reports", Admin, get(reports::list)),
+        rule(Method::POST, "/reports", Admin, post(reports::create)),
+        rule(
+            Method::DELETE,
+            "/reports/{id}",
+            Admin,
+            delete(reports::delete),
+        ),
+        rule(Method::GET, "/orgs", Member, get(tenants::list_orgs)),
+        rule(Method::POST, "/orgs", Admin, post(tenants::create_org)),
+        rule(Method::GET, "/users", Member, get(tenants::list_users)),
+        rule(Method::POST, "/users", OrgAdmin, post(tenants::create_user)),
+        rule(Method::GET, "/users/{id}", Member, get(tenants::read_user)),
+        rule(
+            Method::PATCH,
+            "/users/{id}",
+            OrgAdmin,
+            patch(tenants::update_user),
+        ),
+        rule(Method::GET, "/keys", Member, get(tenants::list_keys)),
+        rule(Method::POST, "/keys", Member, post(tenants::create_key)),
+        rule(
+            Method::DELETE,
+            "/keys/{id}",
+            Member,
+            delete(tenants::revoke_key),
+        ),
+    ]
+}
+
+/// The REST API's rules, for tests and documentation.
+pub fn api_rules() -> Vec<RouteRule> {
+    api_routes().into_iter().map(|(rule, _)| rule).collect()
+}
+
 /// Builds the router. Layers run outside-in in the order written: each
 /// group has its own body limit (413 before a larger body is read whole),
 /// then its authentication, then the handler.
 pub fn router(state: AppState) -> Router {
-    let api = Router::new()
-        .route("/usage", post(usage::ingest))
-        .route("/usage/records", get(usage::records))
-        .route("/usage/export", get(usage::export))
-        .route("/usage/stats", get(analytics::stats))
-        .route("/usage/daily", get(analytics::daily))
-        .route("/usage/hourly", get(analytics::hourly))
-        .route("/models/performance", get(analytics::performance))
-        .route("/projections", get(analytics::projections))
-        .route("/budgets", get(budgets::list).post(budgets::create))
-        .route(
-            "/budgets/{id}",
-            get(budgets::read)
-                .put(budgets::update)
-                .delete(budgets::delete),
-        )
-        .route("/budgets/{id}/status", get(budgets::status))
-        .route("/alerts", get(alerts::list).post(alerts::create))
-        .route("/alerts/{id}/acknowledge", post(alerts::acknowledge))
-        .route("/alerts/{id}/resolve", post(alerts::resolve))
-        .route("/webhooks", get(webhooks::list).post(webhooks::create))
-        .route("/providers", get(providers::list))
-        .route(
-            "/providers/{provider}",
-            axum::routing::put(providers::update),
-        )
-        .route("/providers/{provider}/refresh", post(providers::refresh))
-        .route("/webhooks/{id}", axum::routing::delete(webhooks::delete))
-        .route("/reports", get(reports::list).post(reports::create))
-        .route("/reports/{id}", axum::routing::delete(reports::delete))
-        .route("/webhooks/{id}/deliveries", get(webhooks::deliveries))
-        .route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            auth::require_admin,
-        ))
+    let mut by_path: BTreeMap<&'static str, MethodRouter<AppState>> = BTreeMap::new();
+    for (rule, handler) in api_routes() {
+        let guarded = handler.route_layer(middleware::from_fn_with_state(
+            (state.clone(), rule.access),
+            auth::authorize,
+        ));
+        let merged = match by_path.remove(rule.path) {
+            Some(existing) => existing.merge(guarded),
+            None => guarded,
+        };
+        by_path.insert(rule.path, merged);
+    }
+    let api = by_path
+        .into_iter()
+        .fold(Router::new(), |api, (path, handler)| {
+            api.route(path, handler)
+        })
         .layer(DefaultBodyLimit::max(state.config.server.max_body_bytes));
     let openai = Router::new()
         .route("/chat/completions", post(gateway::chat_completions))

@@ -2,15 +2,16 @@
 
 use std::collections::HashMap;
 
-use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
+use axum::{Extension, Json};
 use chrono::Utc;
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 
+use super::auth::scoped;
 use super::error::record_error;
 use super::{ApiError, AppState};
 use crate::export::{self, Format, RecordView};
@@ -18,11 +19,13 @@ use crate::ingest;
 use crate::query::{self, RecordQuery};
 use crate::recorder::RecordError;
 use crate::store::Cursor;
+use crate::tenancy::Caller;
 
 /// Takes one record or a batch; answers 202 once every record is validated,
 /// priced and queued (the write itself happens in the background).
 pub async fn ingest(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let body = body.map_err(|rejection| {
@@ -45,6 +48,24 @@ pub async fn ingest(
         ));
     }
     let parsed = ingest::parse_body(&body, state.config.ingest.max_batch_records, Utc::now())?;
+    // Records are ingested for the caller's own organization only.
+    if !caller.is_admin()
+        && let Some((index, event)) = parsed
+            .events
+            .iter()
+            .enumerate()
+            .find(|(_, event)| event.org_id != caller.org_id)
+    {
+        let field = if parsed.is_batch {
+            format!("records[{index}].org_id")
+        } else {
+            "org_id".to_owned()
+        };
+        return Err(ApiError::Forbidden(format!(
+            "{field}: `{}` is not your organization (`{}`)",
+            event.org_id, caller.org_id
+        )));
+    }
     let ids = state
         .recorder
         .record(parsed.events)
@@ -58,13 +79,15 @@ pub async fn ingest(
 /// Records, newest first, with filters and cursor pagination.
 pub async fn records(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Query(parameters): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
     let request = RecordQuery::parse(&parameters, state.config.server.timezone)
         .map_err(|error| ApiError::invalid(error.param, error.message))?;
+    let filter = scoped(&caller, request.filter)?;
     let page = state
         .store
-        .usage_records(&request.filter, request.cursor, request.limit)
+        .usage_records(&filter, request.cursor, request.limit)
         .await?;
     let data: Vec<RecordView> = page.records.iter().map(RecordView::from).collect();
     Ok(Json(json!({
@@ -79,6 +102,7 @@ pub async fn records(
 /// oldest first, streamed page by page (one page in memory at a time).
 pub async fn export(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Query(mut parameters): Query<HashMap<String, String>>,
 ) -> Result<axum::response::Response, ApiError> {
     let format = match parameters.remove("format") {
@@ -100,6 +124,7 @@ pub async fn export(
     }
     let filter = query::parse_filter(&parameters, state.config.server.timezone)
         .map_err(|error| ApiError::invalid(error.param, error.message))?;
+    let filter = scoped(&caller, filter)?;
     let mut chunks = Box::pin(export::chunks(state.store.clone(), filter, format));
     // The first page is read before answering, so a database that is down
     // gets a proper error status rather than a truncated 200.

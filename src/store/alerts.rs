@@ -10,6 +10,7 @@ use sqlx::{Postgres, QueryBuilder, Sqlite};
 use rust_decimal::Decimal;
 use uuid::Uuid;
 
+use super::scope::{self, Scope};
 use super::{Store, StoreError};
 use crate::alerts::minutes::{MinuteDelta, MinuteKey};
 use crate::alerts::rules::{DailySpend, WindowCounts};
@@ -212,6 +213,8 @@ pub struct AlertFilter {
     /// Active and acknowledged only.
     pub open_only: bool,
     pub limit: i64,
+    /// Whose alerts: nothing unless set.
+    pub scope: Scope,
 }
 
 #[derive(sqlx::FromRow)]
@@ -595,6 +598,7 @@ impl Store {
     /// alert already there) is not an error and records no event.
     pub async fn change_alert_status(
         &self,
+        scope: &Scope,
         id: Uuid,
         to: AlertStatus,
         actor: Option<&str>,
@@ -613,8 +617,13 @@ impl Store {
                 "UPDATE ai_usage_alerts SET status = 'resolved', resolved_at = $1, resolved_by = $2, updated_at = $1 \
                  WHERE id = $3 AND status <> 'resolved'",
             ),
-            AlertStatus::Active => return self.alert(id).await,
+            AlertStatus::Active => return self.alert(scope, id).await,
         };
+        // An alert's organization never changes, so finding it in scope
+        // first scopes the update.
+        if self.alert(scope, id).await?.is_none() {
+            return Ok(None);
+        }
         let changed = match self {
             Store::Sqlite(store) => sqlx::query(sql_sqlite)
                 .bind(now.timestamp_micros())
@@ -631,7 +640,7 @@ impl Store {
                 .await?
                 .rows_affected(),
         };
-        let alert = self.alert(id).await?;
+        let alert = self.alert(scope, id).await?;
         if changed == 1
             && let Some(alert) = &alert
         {
@@ -725,12 +734,13 @@ impl Store {
         Ok(())
     }
 
-    pub async fn alert(&self, id: Uuid) -> Result<Option<Alert>, StoreError> {
+    pub async fn alert(&self, scope: &Scope, id: Uuid) -> Result<Option<Alert>, StoreError> {
         let mut found = self
             .select_alerts(
                 Some(id),
                 &AlertFilter {
                     limit: 1,
+                    scope: scope.clone(),
                     ..AlertFilter::default()
                 },
             )
@@ -753,6 +763,7 @@ impl Store {
                     open_only: true,
                     alert_type: Some(*alert_type),
                     limit: 100_000,
+                    scope: Scope::All,
                     ..AlertFilter::default()
                 })
                 .await?,
@@ -796,6 +807,7 @@ impl Store {
                     query.push(format!(" AND {column} = ")).push_bind(value);
                 }
             }
+            scope::push(&mut query, &filter.scope, scope::ALERTS);
             query
                 .push(" ORDER BY created_at DESC, id DESC LIMIT ")
                 .push_bind(filter.limit.max(1));

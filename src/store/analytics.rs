@@ -9,6 +9,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use sqlx::{Postgres, QueryBuilder, Row, Sqlite};
 
 use super::rows::{self, statement_runs};
+use super::scope;
 use super::{RecordFilter, StoreError};
 use crate::analytics::plan::Segment;
 use crate::analytics::rollups::{Dimensions, UsageDeltas};
@@ -301,7 +302,7 @@ where
     DB: sqlx::Database,
     for<'value> String: sqlx::Encode<'value, DB> + sqlx::Type<DB>,
 {
-    rows::push_dimension_filter(query, filter);
+    rows::push_dimension_filter(query, filter, scope::USAGE);
     if let Some(user_id) = &filter.user_id {
         query.push(" AND user_id = ").push_bind(user_id.clone());
     }

@@ -9,6 +9,7 @@ use chrono_tz::Tz;
 use sqlx::{Postgres, QueryBuilder, Sqlite};
 use uuid::Uuid;
 
+use super::scope::{self, Scope as CallerScope};
 use super::{Store, StoreError};
 use crate::budget::period::Period;
 use crate::budget::spend::{SpendDelta, SpendKey};
@@ -263,12 +264,31 @@ impl Store {
         })
     }
 
-    pub async fn insert_budget(&self, budget: &Budget) -> Result<(), StoreError> {
+    pub async fn insert_budget(
+        &self,
+        scope: &CallerScope,
+        budget: &Budget,
+    ) -> Result<(), StoreError> {
+        if !scope.may_manage(&budget.org_id) {
+            return Err(StoreError::OutOfScope);
+        }
         self.write_budget(budget, true).await.map(|_| ())
     }
 
     /// Replaces a stored budget's settings; false when there is none.
-    pub async fn update_budget(&self, budget: &Budget) -> Result<bool, StoreError> {
+    pub async fn update_budget(
+        &self,
+        scope: &CallerScope,
+        budget: &Budget,
+    ) -> Result<bool, StoreError> {
+        match self.budget(scope, budget.id).await? {
+            None => return Ok(false),
+            Some(stored) if !scope.may_manage(&stored.org_id) => return Ok(false),
+            Some(_) => {}
+        }
+        if !scope.may_manage(&budget.org_id) {
+            return Err(StoreError::OutOfScope);
+        }
         self.write_budget(budget, false).await
     }
 
@@ -325,7 +345,11 @@ impl Store {
     }
 
     /// Deletes a budget (and its leases and events); false when there is none.
-    pub async fn delete_budget(&self, id: Uuid) -> Result<bool, StoreError> {
+    pub async fn delete_budget(&self, scope: &CallerScope, id: Uuid) -> Result<bool, StoreError> {
+        match self.budget(scope, id).await? {
+            Some(stored) if scope.may_manage(&stored.org_id) => {}
+            _ => return Ok(false),
+        }
         let affected = match self {
             Store::Sqlite(store) => sqlx::query("DELETE FROM ai_usage_budgets WHERE id = ?")
                 .bind(id)
@@ -341,30 +365,39 @@ impl Store {
         Ok(affected == 1)
     }
 
-    pub async fn budget(&self, id: Uuid) -> Result<Option<Budget>, StoreError> {
-        let mut budgets = self.select_budgets(Some(id), None).await?;
+    pub async fn budget(
+        &self,
+        scope: &CallerScope,
+        id: Uuid,
+    ) -> Result<Option<Budget>, StoreError> {
+        let mut budgets = self.select_budgets(scope, Some(id), None).await?;
         Ok(budgets.pop())
     }
 
-    /// Every budget, or an organization's, oldest first.
-    pub async fn budgets(&self, org_id: Option<&str>) -> Result<Vec<Budget>, StoreError> {
-        self.select_budgets(None, org_id).await
+    /// The scope's budgets, or an organization's among them, oldest first.
+    pub async fn budgets(
+        &self,
+        scope: &CallerScope,
+        org_id: Option<&str>,
+    ) -> Result<Vec<Budget>, StoreError> {
+        self.select_budgets(scope, None, org_id).await
     }
 
     async fn select_budgets(
         &self,
+        scope: &CallerScope,
         id: Option<Uuid>,
         org_id: Option<&str>,
     ) -> Result<Vec<Budget>, StoreError> {
         match self {
             Store::Sqlite(store) => {
-                let mut query = select_budgets_query::<Sqlite>(id, org_id);
+                let mut query = select_budgets_query::<Sqlite>(scope, id, org_id);
                 let rows: Vec<SqliteBudgetRow> =
                     query.build_query_as().fetch_all(&store.reader).await?;
                 rows.into_iter().map(SqliteBudgetRow::into_budget).collect()
             }
             Store::Postgres(store) => {
-                let mut query = select_budgets_query::<Postgres>(id, org_id);
+                let mut query = select_budgets_query::<Postgres>(scope, id, org_id);
                 let rows: Vec<PostgresBudgetRow> =
                     query.build_query_as().fetch_all(&store.pool).await?;
                 rows.into_iter()
@@ -478,7 +511,11 @@ impl Store {
 }
 
 /// `SELECT {BUDGET_COLUMNS}`, by id and organization when given.
-fn select_budgets_query<DB>(id: Option<Uuid>, org_id: Option<&str>) -> QueryBuilder<DB>
+fn select_budgets_query<DB>(
+    scope: &CallerScope,
+    id: Option<Uuid>,
+    org_id: Option<&str>,
+) -> QueryBuilder<DB>
 where
     DB: sqlx::Database,
     for<'value> String: sqlx::Encode<'value, DB> + sqlx::Type<DB>,
@@ -493,6 +530,7 @@ where
     if let Some(org_id) = org_id {
         query.push(" AND org_id = ").push_bind(org_id.to_owned());
     }
+    scope::push(&mut query, scope, scope::BUDGETS);
     query.push(" ORDER BY created_at, id");
     query
 }

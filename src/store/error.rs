@@ -18,6 +18,10 @@ pub enum StoreError {
     /// The change contradicts what is stored (a user of another org, say).
     #[error("{0}")]
     Conflict(String),
+    /// A change outside the caller's scope (another organization's budget,
+    /// say): refused before any SQL runs.
+    #[error("outside the caller's organization or role")]
+    OutOfScope,
     /// The database did something a statement's guarantees rule out.
     #[error("inconsistent write: {0}")]
     Inconsistent(String),

@@ -3,6 +3,9 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use sqlx::{Postgres, QueryBuilder, Sqlite};
+
+use super::scope::{self, Scope};
 use super::{Store, StoreError};
 use crate::keys::{ApiKey, KeyHash, Role};
 
@@ -82,8 +85,11 @@ impl Store {
         }
     }
 
-    pub async fn insert_key(&self, record: KeyRecord<'_>) -> Result<(), StoreError> {
+    pub async fn insert_key(&self, scope: &Scope, record: KeyRecord<'_>) -> Result<(), StoreError> {
         let key = record.key;
+        if !(scope.may_manage(&key.org_id) || scope.covers(&key.org_id, key.user_id.as_deref())) {
+            return Err(StoreError::OutOfScope);
+        }
         match self {
             Store::Sqlite(store) => {
                 sqlx::query(
@@ -147,34 +153,74 @@ impl Store {
         }
     }
 
-    /// Keys, newest first, of one organization or of all.
-    pub async fn list_keys(&self, org_id: Option<&str>) -> Result<Vec<ApiKey>, StoreError> {
+    /// Keys in the scope (of one organization among them, if given),
+    /// newest first.
+    pub async fn list_keys(
+        &self,
+        scope: &Scope,
+        org_id: Option<&str>,
+    ) -> Result<Vec<ApiKey>, StoreError> {
+        self.select_keys(scope, None, org_id).await
+    }
+
+    /// One key in the scope, revoked or not.
+    pub async fn key(&self, scope: &Scope, id: Uuid) -> Result<Option<ApiKey>, StoreError> {
+        Ok(self.select_keys(scope, Some(id), None).await?.pop())
+    }
+
+    async fn select_keys(
+        &self,
+        scope: &Scope,
+        id: Option<Uuid>,
+        org_id: Option<&str>,
+    ) -> Result<Vec<ApiKey>, StoreError> {
+        fn build<DB>(scope: &Scope, id: Option<String>, org_id: Option<&str>) -> QueryBuilder<DB>
+        where
+            DB: sqlx::Database,
+            for<'value> String: sqlx::Encode<'value, DB> + sqlx::Type<DB>,
+        {
+            let mut query = QueryBuilder::<DB>::new(
+                "SELECT id, org_id, user_id, name, role, key_prefix, created_at, last_used_at, revoked_at \
+                 FROM api_keys WHERE 1 = 1",
+            );
+            if let Some(id) = id {
+                query.push(" AND CAST(id AS TEXT) = ").push_bind(id);
+            }
+            if let Some(org_id) = org_id {
+                query.push(" AND org_id = ").push_bind(org_id.to_owned());
+            }
+            scope::push(&mut query, scope, scope::KEYS);
+            query.push(" ORDER BY created_at DESC, id");
+            query
+        }
+        let id = id.map(|id| id.to_string());
         match self {
             Store::Sqlite(store) => {
-                let rows: Vec<SqliteKeyRow> = sqlx::query_as(
-                    "SELECT id, org_id, user_id, name, role, key_prefix, created_at, last_used_at, revoked_at \
-                     FROM api_keys WHERE (?1 IS NULL OR org_id = ?1) ORDER BY created_at DESC, id",
-                )
-                .bind(org_id)
-                .fetch_all(&store.reader)
-                .await?;
+                let rows: Vec<SqliteKeyRow> = build::<Sqlite>(scope, id, org_id)
+                    .build_query_as()
+                    .fetch_all(&store.reader)
+                    .await?;
                 rows.into_iter().map(SqliteKeyRow::into_key).collect()
             }
             Store::Postgres(store) => {
-                let rows: Vec<PostgresKeyRow> = sqlx::query_as(
-                    "SELECT id, org_id, user_id, name, role, key_prefix, created_at, last_used_at, revoked_at \
-                     FROM api_keys WHERE ($1::text IS NULL OR org_id = $1) ORDER BY created_at DESC, id",
-                )
-                .bind(org_id)
-                .fetch_all(&store.pool)
-                .await?;
+                let rows: Vec<PostgresKeyRow> = build::<Postgres>(scope, id, org_id)
+                    .build_query_as()
+                    .fetch_all(&store.pool)
+                    .await?;
                 rows.into_iter().map(PostgresKeyRow::into_key).collect()
             }
         }
     }
 
-    /// Revokes a key by id; says whether a live key was revoked.
-    pub async fn revoke_key(&self, id: Uuid) -> Result<bool, StoreError> {
+    /// Revokes a key by id if the scope may: its owner, its organization's
+    /// administrators, administrators. Says whether a live key was revoked.
+    pub async fn revoke_key(&self, scope: &Scope, id: Uuid) -> Result<bool, StoreError> {
+        let Some(key) = self.key(scope, id).await? else {
+            return Ok(false);
+        };
+        if !(scope.may_manage(&key.org_id) || scope.covers(&key.org_id, key.user_id.as_deref())) {
+            return Err(StoreError::OutOfScope);
+        }
         let revoked = match self {
             Store::Sqlite(store) => sqlx::query(
                 "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",

@@ -16,7 +16,9 @@ mod keys;
 mod postgres;
 mod reports;
 mod rows;
+mod scope;
 mod sqlite;
+mod tenants;
 mod webhooks;
 
 use chrono::{DateTime, Utc};
@@ -29,6 +31,7 @@ pub use budgets::{LeaseGrant, LeaseRequest};
 pub use error::StoreError;
 pub use export::{ExportBatch, ExportRow};
 pub use keys::KeyRecord;
+pub use scope::Scope;
 pub use webhooks::{AttemptOutcome, DeliveryRecord, DueDelivery, EventForDelivery, NextStep};
 
 use crate::analytics::plan::Segment;
@@ -49,6 +52,8 @@ pub struct RecordFilter {
     pub user_id: Option<String>,
     /// Records whose `metadata.tags` holds this tag.
     pub tag: Option<String>,
+    /// Whose records: nothing unless set ([`Scope::Nobody`] by default).
+    pub scope: Scope,
 }
 
 /// A position in the newest-first record listing.

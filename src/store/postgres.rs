@@ -17,6 +17,7 @@ use uuid::Uuid;
 
 use super::budgets;
 use super::rows::{self, UsageRow};
+use super::scope;
 use super::{BatchOutcome, Cursor, MigrationReport, Order, RecordFilter, RecordPage, StoreError};
 use crate::alerts;
 use crate::analytics::rollups as analytics;
@@ -225,7 +226,7 @@ impl PostgresStore {
         if let Some(end) = end {
             query.push(" AND day < ").push_bind(end);
         }
-        rows::push_dimension_filter(&mut query, filter);
+        rows::push_dimension_filter(&mut query, filter, scope::ORG_ROLLUP);
         query.push(" ORDER BY day, org_id, provider, model, task_type");
         let rows: Vec<PostgresRollupRow> = query.build_query_as().fetch_all(&self.pool).await?;
         rows.into_iter()
@@ -392,7 +393,7 @@ pub(super) fn push_record_filter(query: &mut QueryBuilder<Postgres>, filter: &Re
     if let Some(end) = filter.end {
         query.push(" AND created_at < ").push_bind(end);
     }
-    rows::push_dimension_filter(query, filter);
+    rows::push_dimension_filter(query, filter, scope::USAGE);
     if let Some(user_id) = &filter.user_id {
         query.push(" AND user_id = ").push_bind(user_id.clone());
     }

@@ -162,10 +162,13 @@ impl CommonRollupColumns {
     }
 }
 
-/// Provider, model, task type and org filters, the same on both backends and
-/// on both tables.
-pub fn push_dimension_filter<DB>(query: &mut QueryBuilder<DB>, filter: &RecordFilter)
-where
+/// Provider, model, task type, org and scope filters, the same on both
+/// backends and on every table of usage.
+pub fn push_dimension_filter<DB>(
+    query: &mut QueryBuilder<DB>,
+    filter: &RecordFilter,
+    tenancy: super::scope::Tenancy,
+) where
     DB: sqlx::Database,
     for<'value> String: sqlx::Encode<'value, DB> + sqlx::Type<DB>,
 {
@@ -185,6 +188,7 @@ where
     if let Some(org_id) = &filter.org_id {
         query.push(" AND org_id = ").push_bind(org_id.clone());
     }
+    super::scope::push(query, &filter.scope, tenancy);
 }
 
 /// The first record for each `request_id`, in batch order.

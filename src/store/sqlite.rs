@@ -18,6 +18,7 @@ use uuid::Uuid;
 
 use super::budgets;
 use super::rows::{self, UsageRow, statement_runs};
+use super::scope;
 use super::{BatchOutcome, Cursor, MigrationReport, Order, RecordFilter, RecordPage, StoreError};
 use crate::alerts;
 use crate::analytics::rollups as analytics;
@@ -229,7 +230,7 @@ impl SqliteStore {
         if let Some(end) = end {
             query.push(" AND day < ").push_bind(end.to_string());
         }
-        rows::push_dimension_filter(&mut query, filter);
+        rows::push_dimension_filter(&mut query, filter, scope::ORG_ROLLUP);
         query.push(" ORDER BY day, org_id, provider, model, task_type");
         let rows: Vec<SqliteRollupRow> = query.build_query_as().fetch_all(&self.reader).await?;
         rows.into_iter()
@@ -275,7 +276,7 @@ pub(super) fn push_record_filter(query: &mut QueryBuilder<Sqlite>, filter: &Reco
             .push(" AND created_at < ")
             .push_bind(end.timestamp_micros());
     }
-    rows::push_dimension_filter(query, filter);
+    rows::push_dimension_filter(query, filter, scope::USAGE);
     if let Some(user_id) = &filter.user_id {
         query.push(" AND user_id = ").push_bind(user_id.clone());
     }

@@ -222,7 +222,7 @@ impl Store {
         let Some((alert_id, event, severity, created_at)) = row else {
             return Ok(None);
         };
-        let Some(alert) = self.alert(alert_id).await? else {
+        let Some(alert) = self.alert(&super::Scope::All, alert_id).await? else {
             return Ok(None);
         };
         Ok(Some(EventForDelivery {

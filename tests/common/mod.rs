@@ -287,10 +287,13 @@ pub async fn create_key(store: &Store, org: &str, user: Option<&str>) -> String 
         revoked_at: None,
     };
     store
-        .insert_key(tollgate::store::KeyRecord {
-            key: &key,
-            hash: &new_key.hash,
-        })
+        .insert_key(
+            &tollgate::store::Scope::All,
+            tollgate::store::KeyRecord {
+                key: &key,
+                hash: &new_key.hash,
+            },
+        )
         .await
         .expect("store the key");
     new_key.secret.expose().to_owned()

@@ -1,0 +1,268 @@
+//! Organizations and users as the API manages them, scoped to the caller.
+
+use chrono::{DateTime, Utc};
+use sqlx::{Postgres, QueryBuilder, Sqlite};
+
+use super::scope::{self, Scope};
+use super::{Store, StoreError};
+use crate::keys::Role;
+use crate::tenancy::{Org, User};
+
+impl Store {
+    /// Organizations in the scope, by id.
+    pub async fn orgs(&self, scope: &Scope) -> Result<Vec<Org>, StoreError> {
+        fn build<DB>(scope: &Scope) -> QueryBuilder<DB>
+        where
+            DB: sqlx::Database,
+            for<'value> String: sqlx::Encode<'value, DB> + sqlx::Type<DB>,
+        {
+            let mut query = QueryBuilder::<DB>::new(
+                "SELECT id, name, created_at FROM organizations WHERE 1 = 1",
+            );
+            scope::push(&mut query, scope, scope::ORGS);
+            query.push(" ORDER BY id");
+            query
+        }
+        match self {
+            Store::Sqlite(store) => {
+                let rows: Vec<(String, String, i64)> = build::<Sqlite>(scope)
+                    .build_query_as()
+                    .fetch_all(&store.reader)
+                    .await?;
+                rows.into_iter()
+                    .map(|(id, name, created_at)| {
+                        Ok(Org {
+                            id,
+                            name,
+                            created_at: micros(created_at)?,
+                        })
+                    })
+                    .collect()
+            }
+            Store::Postgres(store) => {
+                let rows: Vec<(String, String, DateTime<Utc>)> = build::<Postgres>(scope)
+                    .build_query_as()
+                    .fetch_all(&store.pool)
+                    .await?;
+                Ok(rows
+                    .into_iter()
+                    .map(|(id, name, created_at)| Org {
+                        id,
+                        name,
+                        created_at,
+                    })
+                    .collect())
+            }
+        }
+    }
+
+    /// Creates an organization (administrators only); an existing id is a
+    /// conflict.
+    pub async fn insert_org(&self, scope: &Scope, org: &Org) -> Result<(), StoreError> {
+        if *scope != Scope::All {
+            return Err(StoreError::OutOfScope);
+        }
+        let created = match self {
+            Store::Sqlite(store) => sqlx::query(
+                "INSERT INTO organizations (id, name, created_at) VALUES (?, ?, ?) ON CONFLICT (id) DO NOTHING",
+            )
+            .bind(&org.id)
+            .bind(&org.name)
+            .bind(org.created_at.timestamp_micros())
+            .execute(&store.writer)
+            .await?
+            .rows_affected(),
+            Store::Postgres(store) => sqlx::query(
+                "INSERT INTO organizations (id, name, created_at) VALUES ($1, $2, $3) ON CONFLICT (id) DO NOTHING",
+            )
+            .bind(&org.id)
+            .bind(&org.name)
+            .bind(org.created_at)
+            .execute(&store.pool)
+            .await?
+            .rows_affected(),
+        };
+        if created == 1 {
+            Ok(())
+        } else {
+            Err(StoreError::Conflict(format!(
+                "organization `{}` already exists",
+                org.id
+            )))
+        }
+    }
+
+    /// Users in the scope (of one organization among them, if given), by id.
+    pub async fn users(
+        &self,
+        scope: &Scope,
+        org_id: Option<&str>,
+    ) -> Result<Vec<User>, StoreError> {
+        self.select_users(scope, None, org_id).await
+    }
+
+    /// One user in the scope.
+    pub async fn user(&self, scope: &Scope, id: &str) -> Result<Option<User>, StoreError> {
+        Ok(self.select_users(scope, Some(id), None).await?.pop())
+    }
+
+    async fn select_users(
+        &self,
+        scope: &Scope,
+        id: Option<&str>,
+        org_id: Option<&str>,
+    ) -> Result<Vec<User>, StoreError> {
+        fn build<DB>(scope: &Scope, id: Option<&str>, org_id: Option<&str>) -> QueryBuilder<DB>
+        where
+            DB: sqlx::Database,
+            for<'value> String: sqlx::Encode<'value, DB> + sqlx::Type<DB>,
+        {
+            let mut query = QueryBuilder::<DB>::new(
+                "SELECT id, org_id, email, name, role, created_at FROM users WHERE deleted_at IS NULL",
+            );
+            if let Some(id) = id {
+                query.push(" AND id = ").push_bind(id.to_owned());
+            }
+            if let Some(org_id) = org_id {
+                query.push(" AND org_id = ").push_bind(org_id.to_owned());
+            }
+            scope::push(&mut query, scope, scope::USERS);
+            query.push(" ORDER BY id");
+            query
+        }
+        match self {
+            Store::Sqlite(store) => {
+                let rows: Vec<UserRow<i64>> = build::<Sqlite>(scope, id, org_id)
+                    .build_query_as()
+                    .fetch_all(&store.reader)
+                    .await?;
+                rows.into_iter()
+                    .map(|row| {
+                        let created_at = micros(row.created_at)?;
+                        row.into_user(created_at)
+                    })
+                    .collect()
+            }
+            Store::Postgres(store) => {
+                let rows: Vec<UserRow<DateTime<Utc>>> = build::<Postgres>(scope, id, org_id)
+                    .build_query_as()
+                    .fetch_all(&store.pool)
+                    .await?;
+                rows.into_iter()
+                    .map(|row| {
+                        let created_at = row.created_at;
+                        row.into_user(created_at)
+                    })
+                    .collect()
+            }
+        }
+    }
+
+    /// Creates a user in an organization the scope manages; an existing id
+    /// (in any organization) is a conflict.
+    pub async fn insert_user(&self, scope: &Scope, user: &User) -> Result<(), StoreError> {
+        if !scope.may_manage(&user.org_id) {
+            return Err(StoreError::OutOfScope);
+        }
+        let created = match self {
+            Store::Sqlite(store) => sqlx::query(
+                "INSERT INTO users (id, org_id, email, name, role, created_at) VALUES (?, ?, ?, ?, ?, ?) \
+                 ON CONFLICT (id) DO NOTHING",
+            )
+            .bind(&user.id)
+            .bind(&user.org_id)
+            .bind(&user.email)
+            .bind(&user.name)
+            .bind(user.role.as_str())
+            .bind(user.created_at.timestamp_micros())
+            .execute(&store.writer)
+            .await?
+            .rows_affected(),
+            Store::Postgres(store) => sqlx::query(
+                "INSERT INTO users (id, org_id, email, name, role, created_at) VALUES ($1, $2, $3, $4, $5, $6) \
+                 ON CONFLICT (id) DO NOTHING",
+            )
+            .bind(&user.id)
+            .bind(&user.org_id)
+            .bind(&user.email)
+            .bind(&user.name)
+            .bind(user.role.as_str())
+            .bind(user.created_at)
+            .execute(&store.pool)
+            .await?
+            .rows_affected(),
+        };
+        if created == 1 {
+            Ok(())
+        } else {
+            Err(StoreError::Conflict(format!(
+                "user `{}` already exists",
+                user.id
+            )))
+        }
+    }
+
+    /// Saves a user's email, name and role (never their id or organization);
+    /// false when the scope has no such user.
+    pub async fn update_user(&self, scope: &Scope, user: &User) -> Result<bool, StoreError> {
+        match self.user(scope, &user.id).await? {
+            None => return Ok(false),
+            Some(stored) if stored.org_id != user.org_id => return Err(StoreError::OutOfScope),
+            Some(_) => {}
+        }
+        let updated = match self {
+            Store::Sqlite(store) => sqlx::query(
+                "UPDATE users SET email = ?, name = ?, role = ? WHERE id = ? AND deleted_at IS NULL",
+            )
+            .bind(&user.email)
+            .bind(&user.name)
+            .bind(user.role.as_str())
+            .bind(&user.id)
+            .execute(&store.writer)
+            .await?
+            .rows_affected(),
+            Store::Postgres(store) => sqlx::query(
+                "UPDATE users SET email = $1, name = $2, role = $3 WHERE id = $4 AND deleted_at IS NULL",
+            )
+            .bind(&user.email)
+            .bind(&user.name)
+            .bind(user.role.as_str())
+            .bind(&user.id)
+            .execute(&store.pool)
+            .await?
+            .rows_affected(),
+        };
+        Ok(updated == 1)
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct UserRow<T> {
+    id: String,
+    org_id: String,
+    email: Option<String>,
+    name: Option<String>,
+    role: String,
+    created_at: T,
+}
+
+impl<T> UserRow<T> {
+    fn into_user(self, created_at: DateTime<Utc>) -> Result<User, StoreError> {
+        Ok(User {
+            id: self.id,
+            org_id: self.org_id,
+            email: self.email,
+            name: self.name,
+            role: self
+                .role
+                .parse::<Role>()
+                .map_err(|error| StoreError::Corrupt(error.to_string()))?,
+            created_at,
+        })
+    }
+}
+
+fn micros(value: i64) -> Result<DateTime<Utc>, StoreError> {
+    DateTime::from_timestamp_micros(value)
+        .ok_or_else(|| StoreError::Corrupt(format!("timestamp {value}")))
+}

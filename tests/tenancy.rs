@@ -1,0 +1,763 @@
+//! Tenancy: every REST route × every role × another tenant's ids. Each
+//! route's declared rule is enforced, nothing of another tenant leaks into
+//! an answer, and nothing of theirs can be changed. A route added without a
+//! case here fails `request_for`.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
+
+mod common;
+
+use reqwest::Method;
+use serde_json::{Value, json};
+use tollgate::http::{RouteRule, api_rules};
+use tollgate::tenancy::Access;
+
+use common::{ADMIN_TOKEN, TestApp, TestDatabase, spawn_app, test_config};
+
+both_backends_with_database!(
+    every_route_enforces_its_rule_and_the_callers_tenant,
+    fields_a_caller_may_not_set_are_refused,
+);
+
+/// Who calls, and what they must never see in a successful answer.
+struct Caller {
+    name: &'static str,
+    token: String,
+    /// The least role this caller holds.
+    level: Access,
+    /// Strings that belong to tenants (or users) this caller may not see.
+    forbidden: Vec<String>,
+}
+
+/// What the test set up, by tenant.
+struct World {
+    budget_a: String,
+    budget_a2: String,
+    budget_b: String,
+    alert_a: String,
+    alert_b: String,
+    alert_global: String,
+    key_b: String,
+    key_a2: String,
+}
+
+async fn call(
+    app: &TestApp,
+    token: &str,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value, String) {
+    let mut request = app.client.request(method, app.url(path)).bearer_auth(token);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.expect("the server answers");
+    let status = response.status().as_u16();
+    let text = response.text().await.expect("a body");
+    let json = serde_json::from_str(&text).unwrap_or(Value::Null);
+    (status, json, text)
+}
+
+async fn admin(app: &TestApp, method: Method, path: &str, body: Value) -> Value {
+    let (status, json, text) = call(app, ADMIN_TOKEN, method, path, Some(body)).await;
+    assert!((200..300).contains(&status), "{path}: {status} {text}");
+    json
+}
+
+fn usage(org: &str, user: &str) -> Value {
+    json!({
+        "provider": "openai", "model": format!("model-of-{user}"), "task_type": "chat",
+        "input_tokens": 100, "output_tokens": 10, "cost_usd": "0.01",
+        "latency_ms": 100, "org_id": org, "user_id": user,
+        "metadata": {"tags": [format!("tag-of-{user}")]},
+    })
+}
+
+async fn set_up(app: &TestApp) -> (World, Vec<Caller>) {
+    for org in ["org-a", "org-b"] {
+        admin(app, Method::POST, "/api/v1/orgs", json!({"id": org})).await;
+    }
+    for (user, org) in [
+        ("user-a1", "org-a"),
+        ("user-a2", "org-a"),
+        ("user-b1", "org-b"),
+    ] {
+        admin(
+            app,
+            Method::POST,
+            "/api/v1/users",
+            json!({"id": user, "org_id": org, "email": format!("{user}@example.com")}),
+        )
+        .await;
+    }
+    admin(
+        app,
+        Method::PATCH,
+        "/api/v1/users/user-a1",
+        json!({"name": "Ann"}),
+    )
+    .await;
+    let key = |org: &str, user: Option<&str>, role: &str| json!({"org_id": org, "user_id": user, "role": role, "name": format!("{org}-{role}")});
+    let org_admin_a = admin(
+        app,
+        Method::POST,
+        "/api/v1/keys",
+        key("org-a", None, "org_admin"),
+    )
+    .await;
+    let member_a1 = admin(
+        app,
+        Method::POST,
+        "/api/v1/keys",
+        key("org-a", Some("user-a1"), "member"),
+    )
+    .await;
+    let member_a2 = admin(
+        app,
+        Method::POST,
+        "/api/v1/keys",
+        key("org-a", Some("user-a2"), "member"),
+    )
+    .await;
+    let no_user_a = admin(
+        app,
+        Method::POST,
+        "/api/v1/keys",
+        key("org-a", None, "member"),
+    )
+    .await;
+    let member_b1 = admin(
+        app,
+        Method::POST,
+        "/api/v1/keys",
+        key("org-b", Some("user-b1"), "member"),
+    )
+    .await;
+    let org_admin_b = admin(
+        app,
+        Method::POST,
+        "/api/v1/keys",
+        key("org-b", None, "org_admin"),
+    )
+    .await;
+    admin(
+        app,
+        Method::POST,
+        "/api/v1/usage",
+        json!({"records": [usage("org-a", "user-a1"), usage("org-a", "user-a2"), usage("org-b", "user-b1")]}),
+    )
+    .await;
+    app.recorder.flush().await.expect("records written");
+    let budget = |org: &str, user: Option<&str>| json!({"org_id": org, "user_id": user, "budget_type": "monthly", "budget_amount_usd": "100"});
+    let budget_a = admin(app, Method::POST, "/api/v1/budgets", budget("org-a", None)).await;
+    let budget_a2 = admin(
+        app,
+        Method::POST,
+        "/api/v1/budgets",
+        budget("org-a", Some("user-a2")),
+    )
+    .await;
+    let budget_b = admin(app, Method::POST, "/api/v1/budgets", budget("org-b", None)).await;
+    let alert = |org: Option<&str>| {
+        json!({"org_id": org, "severity": "high",
+               "title": format!("alert-title-{}", org.unwrap_or("global")), "message": "m"})
+    };
+    let alert_a = admin(app, Method::POST, "/api/v1/alerts", alert(Some("org-a"))).await;
+    let alert_b = admin(app, Method::POST, "/api/v1/alerts", alert(Some("org-b"))).await;
+    let alert_global = admin(app, Method::POST, "/api/v1/alerts", alert(None)).await;
+    let id = |value: &Value| value["id"].as_str().expect("an id").to_owned();
+    let secret = |value: &Value| value["key"].as_str().expect("a secret").to_owned();
+    let world = World {
+        budget_a: id(&budget_a),
+        budget_a2: id(&budget_a2),
+        budget_b: id(&budget_b),
+        alert_a: id(&alert_a),
+        alert_b: id(&alert_b),
+        alert_global: id(&alert_global),
+        key_b: id(&member_b1),
+        key_a2: id(&member_a2),
+    };
+    let other_org: Vec<String> = vec![
+        "org-b".into(),
+        "user-b1".into(),
+        world.budget_b.clone(),
+        world.alert_b.clone(),
+        world.alert_global.clone(),
+        "alert-title-global".into(),
+        id(&member_b1),
+        id(&org_admin_b),
+    ];
+    let mut other_user = other_org.clone();
+    other_user.extend([
+        "user-a2".to_owned(),
+        world.budget_a2.clone(),
+        id(&member_a2),
+        id(&org_admin_a),
+        id(&no_user_a),
+    ]);
+    let callers = vec![
+        Caller {
+            name: "admin token",
+            token: ADMIN_TOKEN.to_owned(),
+            level: Access::Admin,
+            forbidden: vec![],
+        },
+        Caller {
+            name: "org_admin of org-a",
+            token: secret(&org_admin_a),
+            level: Access::OrgAdmin,
+            forbidden: other_org,
+        },
+        Caller {
+            name: "member user-a1",
+            token: secret(&member_a1),
+            level: Access::Member,
+            forbidden: other_user,
+        },
+        Caller {
+            name: "member key without a user",
+            token: secret(&no_user_a),
+            level: Access::Member,
+            forbidden: vec![],
+        },
+    ];
+    (world, callers)
+}
+
+/// Who may call what, written out as the specification: the router's
+/// declared rules must be exactly these, so loosening one is a visible,
+/// reviewed change to this table too.
+const EXPECTED_RULES: &[(&str, &str, Access)] = &[
+    ("POST", "/usage", Access::OrgAdmin),
+    ("GET", "/usage/records", Access::Member),
+    ("GET", "/usage/export", Access::Member),
+    ("GET", "/usage/stats", Access::Member),
+    ("GET", "/usage/daily", Access::Member),
+    ("GET", "/usage/hourly", Access::Member),
+    ("GET", "/models/performance", Access::OrgAdmin),
+    ("GET", "/projections", Access::Member),
+    ("GET", "/budgets", Access::Member),
+    ("POST", "/budgets", Access::OrgAdmin),
+    ("GET", "/budgets/{id}", Access::Member),
+    ("PUT", "/budgets/{id}", Access::OrgAdmin),
+    ("DELETE", "/budgets/{id}", Access::OrgAdmin),
+    ("GET", "/budgets/{id}/status", Access::Member),
+    ("GET", "/alerts", Access::Member),
+    ("POST", "/alerts", Access::OrgAdmin),
+    ("POST", "/alerts/{id}/acknowledge", Access::OrgAdmin),
+    ("POST", "/alerts/{id}/resolve", Access::OrgAdmin),
+    ("GET", "/webhooks", Access::Admin),
+    ("POST", "/webhooks", Access::Admin),
+    ("DELETE", "/webhooks/{id}", Access::Admin),
+    ("GET", "/webhooks/{id}/deliveries", Access::Admin),
+    ("GET", "/providers", Access::Admin),
+    ("PUT", "/providers/{provider}", Access::Admin),
+    ("POST", "/providers/{provider}/refresh", Access::Admin),
+    ("GET", "/reports", Access::Admin),
+    ("POST", "/reports", Access::Admin),
+    ("DELETE", "/reports/{id}", Access::Admin),
+    ("GET", "/orgs", Access::Member),
+    ("POST", "/orgs", Access::Admin),
+    ("GET", "/users", Access::Member),
+    ("POST", "/users", Access::OrgAdmin),
+    ("GET", "/users/{id}", Access::Member),
+    ("PATCH", "/users/{id}", Access::OrgAdmin),
+    ("GET", "/keys", Access::Member),
+    ("POST", "/keys", Access::Member),
+    ("DELETE", "/keys/{id}", Access::Member),
+];
+
+fn rank(access: Access) -> u8 {
+    match access {
+        Access::Admin => 3,
+        Access::OrgAdmin => 2,
+        Access::Member => 1,
+    }
+}
+
+/// The request each route gets: another tenant's ids in the path, another
+/// tenant as the target of every change. Panics for a route it does not
+/// know, so a new route cannot go untested.
+fn request_for(rule: &RouteRule, world: &World) -> (String, Option<Value>) {
+    let foreign_budget =
+        json!({"org_id": "org-b", "budget_type": "daily", "budget_amount_usd": "1"});
+    let (path, body) = match (rule.method.as_str(), rule.path) {
+        ("POST", "/usage") => ("/usage".to_owned(), Some(usage("org-b", "user-b1"))),
+        (
+            "GET",
+            path @ ("/usage/records"
+            | "/usage/export"
+            | "/usage/stats"
+            | "/usage/daily"
+            | "/usage/hourly"
+            | "/models/performance"
+            | "/projections"
+            | "/budgets"
+            | "/alerts"
+            | "/webhooks"
+            | "/providers"
+            | "/reports"
+            | "/orgs"
+            | "/users"
+            | "/keys"),
+        ) => (path.to_owned(), None),
+        ("POST", "/budgets") => ("/budgets".to_owned(), Some(foreign_budget)),
+        ("GET", "/budgets/{id}") => (format!("/budgets/{}", world.budget_b), None),
+        ("PUT", "/budgets/{id}") => (
+            format!("/budgets/{}", world.budget_b),
+            Some(json!({"budget_amount_usd": "0"})),
+        ),
+        ("DELETE", "/budgets/{id}") => (format!("/budgets/{}", world.budget_b), None),
+        ("GET", "/budgets/{id}/status") => (format!("/budgets/{}/status", world.budget_b), None),
+        ("POST", "/alerts") => (
+            "/alerts".to_owned(),
+            Some(json!({"org_id": "org-b", "severity": "low", "title": "t", "message": "m"})),
+        ),
+        ("POST", "/alerts/{id}/acknowledge") => {
+            (format!("/alerts/{}/acknowledge", world.alert_b), None)
+        }
+        ("POST", "/alerts/{id}/resolve") => (format!("/alerts/{}/resolve", world.alert_b), None),
+        ("POST", "/webhooks") => (
+            "/webhooks".to_owned(),
+            Some(json!({"url": "https://hooks.example.com/x"})),
+        ),
+        ("DELETE", "/webhooks/{id}") => (
+            "/webhooks/0195a1b2-0000-7000-8000-000000000000".to_owned(),
+            None,
+        ),
+        ("GET", "/webhooks/{id}/deliveries") => (
+            "/webhooks/0195a1b2-0000-7000-8000-000000000000/deliveries".to_owned(),
+            None,
+        ),
+        ("PUT", "/providers/{provider}") => (
+            "/providers/openai".to_owned(),
+            Some(json!({"low_balance_threshold_usd": "5"})),
+        ),
+        ("POST", "/providers/{provider}/refresh") => ("/providers/openai/refresh".to_owned(), None),
+        ("POST", "/reports") => (
+            "/reports".to_owned(),
+            Some(json!({"name": "r", "frequency": "daily", "folder": "/nonexistent"})),
+        ),
+        ("DELETE", "/reports/{id}") => (
+            "/reports/0195a1b2-0000-7000-8000-000000000000".to_owned(),
+            None,
+        ),
+        ("POST", "/orgs") => ("/orgs".to_owned(), Some(json!({"id": "org-new"}))),
+        ("POST", "/users") => (
+            "/users".to_owned(),
+            Some(json!({"id": "user-new", "org_id": "org-b"})),
+        ),
+        ("GET", "/users/{id}") => ("/users/user-b1".to_owned(), None),
+        ("PATCH", "/users/{id}") => (
+            "/users/user-b1".to_owned(),
+            Some(json!({"name": "changed", "role": "org_admin"})),
+        ),
+        ("POST", "/keys") => (
+            "/keys".to_owned(),
+            Some(json!({"org_id": "org-b", "role": "member"})),
+        ),
+        ("DELETE", "/keys/{id}") => (format!("/keys/{}", world.key_b), None),
+        (method, path) => panic!("no tenancy case for {method} {path}: add one to request_for"),
+    };
+    (format!("/api/v1{path}"), body)
+}
+
+async fn every_route_enforces_its_rule_and_the_callers_tenant(database: &TestDatabase) {
+    let app = spawn_app(test_config(&database.url, &database.spool_dir(), &[])).await;
+    let (world, callers) = set_up(&app).await;
+    let rules = api_rules();
+    let mut declared: Vec<(String, &str, Access)> = rules
+        .iter()
+        .map(|rule| (rule.method.to_string(), rule.path, rule.access))
+        .collect();
+    let mut expected: Vec<(String, &str, Access)> = EXPECTED_RULES
+        .iter()
+        .map(|(method, path, access)| ((*method).to_owned(), *path, *access))
+        .collect();
+    declared.sort_by(|left, right| (left.1, &left.0).cmp(&(right.1, &right.0)));
+    expected.sort_by(|left, right| (left.1, &left.0).cmp(&(right.1, &right.0)));
+    assert_eq!(
+        declared, expected,
+        "the declared rules are the specified ones"
+    );
+
+    for caller in &callers[1..] {
+        for rule in &rules {
+            let (path, body) = request_for(rule, &world);
+            let (status, json, text) =
+                call(&app, &caller.token, rule.method.clone(), &path, body).await;
+            let what = format!("{} {} {path} as {}", rule.method, rule.path, caller.name);
+            let allowed = rank(caller.level) >= rank(rule.access)
+                && caller.name != "member key without a user";
+            if !allowed {
+                assert_eq!(status, 403, "{what}: {text}");
+                assert_eq!(json["error"]["type"], "permission_error", "{what}: {text}");
+                continue;
+            }
+            if rule.method == Method::GET {
+                assert!(matches!(status, 200 | 403 | 404), "{what}: {status} {text}");
+            } else {
+                // Every change here targets another tenant.
+                assert!(
+                    matches!(status, 403 | 404 | 422),
+                    "{what} changed another tenant's data: {status} {text}"
+                );
+            }
+            if status == 200 {
+                for marker in &caller.forbidden {
+                    assert!(
+                        !text.contains(marker.as_str()),
+                        "{what} leaked `{marker}`: {text}"
+                    );
+                }
+            }
+        }
+        // Filters naming another tenant are refused, not answered.
+        for path in [
+            "/api/v1/usage/records?org_id=org-b",
+            "/api/v1/usage/stats?org_id=org-b",
+            "/api/v1/usage/export?org_id=org-b",
+            "/api/v1/usage/daily?user_id=user-b1&org_id=org-b",
+            "/api/v1/budgets?org_id=org-b",
+            "/api/v1/alerts?org_id=org-b",
+            "/api/v1/keys?org_id=org-b",
+            "/api/v1/users?org_id=org-b",
+        ] {
+            let (status, _, text) = call(&app, &caller.token, Method::GET, path, None).await;
+            assert_eq!(status, 403, "{path} as {}: {text}", caller.name);
+        }
+    }
+
+    // Scoping narrows, it does not just refuse: the org admin sees both of
+    // org-a's users, the member only themselves.
+    let org_admin = &callers[1];
+    let member = &callers[2];
+    let records = |token: String| {
+        let app = &app;
+        async move {
+            let (status, json, text) =
+                call(app, &token, Method::GET, "/api/v1/usage/records", None).await;
+            assert_eq!(status, 200, "{text}");
+            let mut users: Vec<String> = json["data"]
+                .as_array()
+                .expect("a list")
+                .iter()
+                .map(|record| record["user_id"].as_str().unwrap_or("").to_owned())
+                .collect();
+            users.sort();
+            users
+        }
+    };
+    assert_eq!(
+        records(org_admin.token.clone()).await,
+        ["user-a1", "user-a2"]
+    );
+    assert_eq!(records(member.token.clone()).await, ["user-a1"]);
+    let (_, stats, _) = call(
+        &app,
+        &member.token,
+        Method::GET,
+        "/api/v1/usage/stats",
+        None,
+    )
+    .await;
+    assert_eq!(stats["total_requests"], 1, "{stats}");
+    let (_, budgets, text) = call(&app, &member.token, Method::GET, "/api/v1/budgets", None).await;
+    let ids: Vec<&str> = budgets["data"]
+        .as_array()
+        .expect("a list")
+        .iter()
+        .filter_map(|budget| budget["id"].as_str())
+        .collect();
+    assert_eq!(ids, [world.budget_a.as_str()], "{text}");
+    let (_, alerts, text) = call(&app, &member.token, Method::GET, "/api/v1/alerts", None).await;
+    let ids: Vec<&str> = alerts["data"]
+        .as_array()
+        .expect("a list")
+        .iter()
+        .filter_map(|alert| alert["id"].as_str())
+        .collect();
+    assert_eq!(ids, [world.alert_a.as_str()], "{text}");
+    let (status, _, _) = call(
+        &app,
+        &member.token,
+        Method::DELETE,
+        &format!("/api/v1/keys/{}", world.key_a2),
+        None,
+    )
+    .await;
+    assert_eq!(status, 404, "a member cannot revoke a colleague's key");
+
+    // Nothing of org-b changed.
+    let (_, budget, _) = call(
+        &app,
+        ADMIN_TOKEN,
+        Method::GET,
+        &format!("/api/v1/budgets/{}", world.budget_b),
+        None,
+    )
+    .await;
+    assert_eq!(budget["budget_amount_usd"], "100", "{budget}");
+    let (_, alerts, _) = call(
+        &app,
+        ADMIN_TOKEN,
+        Method::GET,
+        "/api/v1/alerts?org_id=org-b",
+        None,
+    )
+    .await;
+    assert_eq!(alerts["data"].as_array().map(Vec::len), Some(1), "{alerts}");
+    assert_eq!(alerts["data"][0]["status"], "active", "{alerts}");
+    let (_, keys, _) = call(
+        &app,
+        ADMIN_TOKEN,
+        Method::GET,
+        "/api/v1/keys?org_id=org-b",
+        None,
+    )
+    .await;
+    assert!(
+        keys["data"]
+            .as_array()
+            .expect("a list")
+            .iter()
+            .all(|key| key["revoked_at"].is_null()),
+        "{keys}"
+    );
+    let (_, user, _) = call(
+        &app,
+        ADMIN_TOKEN,
+        Method::GET,
+        "/api/v1/users/user-b1",
+        None,
+    )
+    .await;
+    assert_eq!(
+        (user["name"].clone(), user["role"].clone()),
+        (Value::Null, json!("member"))
+    );
+    let (_, users, _) = call(
+        &app,
+        ADMIN_TOKEN,
+        Method::GET,
+        "/api/v1/users?org_id=org-b",
+        None,
+    )
+    .await;
+    assert_eq!(users["data"].as_array().map(Vec::len), Some(1), "{users}");
+    app.recorder.flush().await.expect("flushed");
+    let (_, b_records, _) = call(
+        &app,
+        ADMIN_TOKEN,
+        Method::GET,
+        "/api/v1/usage/records?org_id=org-b",
+        None,
+    )
+    .await;
+    assert_eq!(
+        b_records["data"].as_array().map(Vec::len),
+        Some(1),
+        "{b_records}"
+    );
+
+    // The administrator reaches every route (nothing is 401, 403 or 405).
+    for rule in &rules {
+        let (path, body) = request_for(rule, &world);
+        let (status, _, text) = call(&app, ADMIN_TOKEN, rule.method.clone(), &path, body).await;
+        assert!(
+            !matches!(status, 401 | 403 | 405),
+            "{} {path} as admin: {status} {text}",
+            rule.method
+        );
+    }
+    app.stop().await;
+}
+
+async fn fields_a_caller_may_not_set_are_refused(database: &TestDatabase) {
+    let app = spawn_app(test_config(&database.url, &database.spool_dir(), &[])).await;
+    admin(&app, Method::POST, "/api/v1/orgs", json!({"id": "org-a"})).await;
+    for (user, role) in [("olga", "org_admin"), ("ann", "member")] {
+        admin(
+            &app,
+            Method::POST,
+            "/api/v1/users",
+            json!({"id": user, "org_id": "org-a", "role": role}),
+        )
+        .await;
+    }
+    let olga = admin(
+        &app,
+        Method::POST,
+        "/api/v1/keys",
+        json!({"org_id": "org-a", "user_id": "olga", "role": "org_admin"}),
+    )
+    .await["key"]
+        .as_str()
+        .expect("a secret")
+        .to_owned();
+    let ann = admin(
+        &app,
+        Method::POST,
+        "/api/v1/keys",
+        json!({"org_id": "org-a", "user_id": "ann"}),
+    )
+    .await["key"]
+        .as_str()
+        .expect("a secret")
+        .to_owned();
+    let cases: Vec<(&str, &str, Method, &str, Value, u16)> = vec![
+        // Raising one's own role, directly or through a new key.
+        (
+            "olga",
+            &olga,
+            Method::PATCH,
+            "/api/v1/users/olga",
+            json!({"role": "admin"}),
+            403,
+        ),
+        (
+            "olga",
+            &olga,
+            Method::POST,
+            "/api/v1/keys",
+            json!({"role": "admin"}),
+            403,
+        ),
+        (
+            "ann",
+            &ann,
+            Method::POST,
+            "/api/v1/keys",
+            json!({"role": "org_admin"}),
+            403,
+        ),
+        (
+            "ann",
+            &ann,
+            Method::POST,
+            "/api/v1/keys",
+            json!({"user_id": "olga"}),
+            403,
+        ),
+        // Moving to another organization, or renaming an id.
+        (
+            "olga",
+            &olga,
+            Method::PATCH,
+            "/api/v1/users/ann",
+            json!({"org_id": "org-b"}),
+            422,
+        ),
+        (
+            "olga",
+            &olga,
+            Method::PATCH,
+            "/api/v1/users/ann",
+            json!({"id": "root"}),
+            422,
+        ),
+        // Fields that do not exist are not ignored.
+        (
+            "olga",
+            &olga,
+            Method::POST,
+            "/api/v1/users",
+            json!({"id": "x", "is_admin": true}),
+            422,
+        ),
+        (
+            "olga",
+            &olga,
+            Method::POST,
+            "/api/v1/keys",
+            json!({"scopes": ["*"]}),
+            422,
+        ),
+        (
+            "olga",
+            &olga,
+            Method::PATCH,
+            "/api/v1/users/ann",
+            json!({"admin": true}),
+            422,
+        ),
+        // Creating an admin, or a user elsewhere.
+        (
+            "olga",
+            &olga,
+            Method::POST,
+            "/api/v1/users",
+            json!({"id": "y", "role": "admin"}),
+            403,
+        ),
+        (
+            "olga",
+            &olga,
+            Method::POST,
+            "/api/v1/users",
+            json!({"id": "z", "org_id": "default"}),
+            403,
+        ),
+        // A member changes nobody.
+        (
+            "ann",
+            &ann,
+            Method::PATCH,
+            "/api/v1/users/ann",
+            json!({"role": "org_admin"}),
+            403,
+        ),
+    ];
+    for (who, token, method, path, body, expected) in cases {
+        let (status, answer, text) =
+            call(&app, token, method.clone(), path, Some(body.clone())).await;
+        assert_eq!(status, expected, "{who}: {method} {path} {body} -> {text}");
+        assert!(answer["error"]["message"].is_string(), "{text}");
+    }
+    // What they may do still works: an org admin promotes a member; a member
+    // makes and revokes a key of their own.
+    let (status, _, text) = call(
+        &app,
+        &olga,
+        Method::PATCH,
+        "/api/v1/users/ann",
+        Some(json!({"role": "org_admin", "name": "Ann"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{text}");
+    let (status, own, text) = call(&app, &ann, Method::POST, "/api/v1/keys", Some(json!({}))).await;
+    assert_eq!(
+        (status, own["user_id"].as_str()),
+        (201, Some("ann")),
+        "{text}"
+    );
+    let (status, _, text) = call(
+        &app,
+        &ann,
+        Method::DELETE,
+        &format!("/api/v1/keys/{}", own["id"].as_str().expect("an id")),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{text}");
+    let (_, users, _) = call(&app, ADMIN_TOKEN, Method::GET, "/api/v1/users", None).await;
+    let roles: Vec<(String, String)> = users["data"]
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|user| {
+            (
+                user["id"].as_str().unwrap_or("").to_owned(),
+                user["role"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        roles,
+        [
+            ("ann".to_owned(), "org_admin".to_owned()),
+            ("olga".to_owned(), "org_admin".to_owned())
+        ]
+    );
+    app.stop().await;
+}
