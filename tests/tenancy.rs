@@ -761,3 +761,165 @@ async fn fields_a_caller_may_not_set_are_refused(database: &TestDatabase) {
     );
     app.stop().await;
 }
+
+/// Counts rows of `table` on `connection` (no input reaches the SQL text:
+/// table names come from this file).
+async fn visible(connection: &mut sqlx::PgConnection, table: &str) -> i64 {
+    sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}")))
+        .fetch_one(connection)
+        .await
+        .unwrap_or_else(|error| panic!("count {table}: {error}"))
+}
+
+async fn act_as(connection: &mut sqlx::PgConnection, role: &str, org: &str, user: &str) {
+    sqlx::query(
+        "SELECT set_config('tollgate.role', $1, false), set_config('tollgate.org', $2, false), \
+         set_config('tollgate.user', $3, false)",
+    )
+    .bind(role)
+    .bind(org)
+    .bind(user)
+    .execute(connection)
+    .await
+    .expect("settings");
+}
+
+/// Row-level security checked in PostgreSQL itself, below the server: as
+/// the server's role, a query without a caller's settings sees nothing, and
+/// with them sees only the caller's rows; the audit log cannot be changed;
+/// every table is covered; the server really runs as that role.
+#[tokio::test]
+async fn postgres_enforces_tenancy_below_the_server() {
+    use sqlx::Connection;
+    let Some(database) = TestDatabase::postgres().await else {
+        return;
+    };
+    let app = spawn_app(test_config(&database.url, &database.spool_dir(), &[])).await;
+    let (world, _) = set_up(&app).await;
+    app.stop().await;
+    let store = common::connect_store(&database.url).await;
+    assert_eq!(
+        store.working_roles().await.expect("roles"),
+        Some(("tollgate_app".to_owned(), "tollgate_app".to_owned())),
+        "the server never works as the tables' owner"
+    );
+    store.close().await;
+
+    let mut connection = sqlx::PgConnection::connect(&database.url)
+        .await
+        .expect("connect");
+    let (bypass, superuser): (bool, bool) = sqlx::query_as(
+        "SELECT rolbypassrls, rolsuper FROM pg_roles WHERE rolname = 'tollgate_app'",
+    )
+    .fetch_one(&mut connection)
+    .await
+    .expect("the role exists");
+    assert!(!bypass && !superuser);
+    let unprotected: Vec<String> = sqlx::query_scalar(
+        "SELECT c.relname::text FROM pg_class c \
+         WHERE c.relnamespace = current_schema()::regnamespace AND c.relkind = 'r' \
+           AND c.relname <> '_sqlx_migrations' \
+           AND (NOT c.relrowsecurity OR NOT c.relforcerowsecurity \
+                OR NOT EXISTS (SELECT 1 FROM pg_policy p WHERE p.polrelid = c.oid) \
+                OR pg_get_userbyid(c.relowner) = 'tollgate_app')",
+    )
+    .fetch_all(&mut connection)
+    .await
+    .expect("catalog");
+    assert_eq!(
+        unprotected,
+        Vec::<String>::new(),
+        "tables without forced RLS and a policy"
+    );
+    let tables: Vec<String> = sqlx::query_scalar(
+        "SELECT tablename::text FROM pg_tables WHERE schemaname = current_schema() \
+         AND tablename <> '_sqlx_migrations' ORDER BY 1",
+    )
+    .fetch_all(&mut connection)
+    .await
+    .expect("tables");
+
+    sqlx::raw_sql("SET ROLE tollgate_app")
+        .execute(&mut connection)
+        .await
+        .expect("become the server's role");
+    // No caller: nothing, in every table.
+    for table in &tables {
+        assert_eq!(
+            visible(&mut connection, table).await,
+            0,
+            "{table} without a caller"
+        );
+    }
+    // An organization administrator: their organization's rows only.
+    act_as(&mut connection, "org_admin", "org-a", "").await;
+    assert_eq!(visible(&mut connection, "ai_provider_usage").await, 2);
+    assert_eq!(visible(&mut connection, "ai_usage_daily").await, 2);
+    assert_eq!(visible(&mut connection, "ai_usage_budgets").await, 2);
+    assert_eq!(visible(&mut connection, "ai_usage_alerts").await, 1);
+    assert_eq!(visible(&mut connection, "users").await, 2);
+    assert_eq!(visible(&mut connection, "organizations").await, 1);
+    assert_eq!(visible(&mut connection, "webhooks").await, 0);
+    let foreign: Result<_, _> =
+        sqlx::query("UPDATE ai_usage_budgets SET budget_amount_nano_usd = 0 WHERE id = $1")
+            .bind(uuid::Uuid::parse_str(&world.budget_b).expect("a uuid"))
+            .execute(&mut connection)
+            .await;
+    assert_eq!(
+        foreign.expect("runs").rows_affected(),
+        0,
+        "another org's budget is invisible"
+    );
+    let smuggled = sqlx::query(
+        "INSERT INTO organizations (id, name, created_at) VALUES ('org-c', 'c', now())",
+    )
+    .execute(&mut connection)
+    .await;
+    assert!(smuggled.is_err(), "org admins cannot make organizations");
+    // A member: their own usage and keys, their organization's alerts,
+    // the budgets that are not another user's.
+    act_as(&mut connection, "member", "org-a", "user-a1").await;
+    assert_eq!(visible(&mut connection, "ai_provider_usage").await, 1);
+    assert_eq!(visible(&mut connection, "ai_usage_daily").await, 1);
+    assert_eq!(visible(&mut connection, "ai_model_performance").await, 0);
+    assert_eq!(visible(&mut connection, "ai_usage_budgets").await, 1);
+    assert_eq!(visible(&mut connection, "ai_usage_alerts").await, 1);
+    assert_eq!(visible(&mut connection, "api_keys").await, 1);
+    assert_eq!(visible(&mut connection, "users").await, 1);
+    let hidden: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM ai_provider_usage WHERE user_id = 'user-a2' OR org_id = 'org-b'",
+    )
+    .fetch_one(&mut connection)
+    .await
+    .expect("count");
+    assert_eq!(hidden, 0);
+    let stolen = sqlx::query(
+        "INSERT INTO api_keys (id, org_id, user_id, role, key_prefix, key_hash, created_at) \
+         VALUES ($1, 'org-b', 'user-b1', 'admin', 'tg_x', 'x', now())",
+    )
+    .bind(uuid::Uuid::now_v7())
+    .execute(&mut connection)
+    .await;
+    assert!(
+        stolen.is_err(),
+        "a key in another org is refused by the policy"
+    );
+    // Even the server's own work cannot rewrite or erase the audit log.
+    act_as(&mut connection, "system", "", "").await;
+    assert!(visible(&mut connection, "ai_provider_usage").await >= 3);
+    for statement in [
+        "UPDATE audit_log SET actor = 'x'",
+        "DELETE FROM audit_log",
+        "TRUNCATE audit_log",
+    ] {
+        let error = sqlx::query(statement)
+            .execute(&mut connection)
+            .await
+            .expect_err("the audit log is append-only");
+        assert!(
+            error.to_string().contains("permission denied"),
+            "{statement}: {error}"
+        );
+    }
+    connection.close().await.expect("close");
+}

@@ -632,13 +632,18 @@ impl Store {
                 .execute(&store.writer)
                 .await?
                 .rows_affected(),
-            Store::Postgres(store) => sqlx::query(sql_postgres)
-                .bind(now)
-                .bind(actor)
-                .bind(id)
-                .execute(&store.pool)
-                .await?
-                .rows_affected(),
+            Store::Postgres(store) => {
+                let mut transaction = store.scoped(scope).await?;
+                let value = sqlx::query(sql_postgres)
+                    .bind(now)
+                    .bind(actor)
+                    .bind(id)
+                    .execute(&mut *transaction)
+                    .await?
+                    .rows_affected();
+                transaction.commit().await?;
+                value
+            }
         };
         let alert = self.alert(scope, id).await?;
         if changed == 1
@@ -821,13 +826,18 @@ impl Store {
                 .into_iter()
                 .map(SqliteAlertRow::into_alert)
                 .collect::<Result<Vec<_>, _>>()?,
-            Store::Postgres(store) => build::<Postgres>(id, filter)
-                .build_query_as::<PostgresAlertRow>()
-                .fetch_all(&store.pool)
-                .await?
-                .into_iter()
-                .map(PostgresAlertRow::into_alert)
-                .collect::<Result<Vec<_>, _>>()?,
+            Store::Postgres(store) => {
+                let mut transaction = store.scoped(&filter.scope).await?;
+                let value = build::<Postgres>(id, filter)
+                    .build_query_as::<PostgresAlertRow>()
+                    .fetch_all(&mut *transaction)
+                    .await?
+                    .into_iter()
+                    .map(PostgresAlertRow::into_alert)
+                    .collect::<Result<Vec<_>, _>>()?;
+                transaction.commit().await?;
+                value
+            }
         };
         Ok(rows.into_iter().map(|(alert, _)| alert).collect())
     }

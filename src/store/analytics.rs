@@ -378,7 +378,7 @@ pub(super) async fn aggregate_sqlite(
 }
 
 pub(super) async fn aggregate_postgres(
-    pool: &sqlx::PgPool,
+    connection: &mut sqlx::PgConnection,
     segment: &Segment,
     filter: &RecordFilter,
     grouping: Grouping,
@@ -420,7 +420,7 @@ pub(super) async fn aggregate_postgres(
     }
     push_filters(&mut query, filter);
     query.push(group_by(grouping));
-    let rows = query.build().fetch_all(pool).await?;
+    let rows = query.build().fetch_all(connection).await?;
     rows.iter()
         .map(|row| {
             let bucket = match (grouping, segment) {

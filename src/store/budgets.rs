@@ -272,7 +272,7 @@ impl Store {
         if !scope.may_manage(&budget.org_id) {
             return Err(StoreError::OutOfScope);
         }
-        self.write_budget(budget, true).await.map(|_| ())
+        self.write_budget(scope, budget, true).await.map(|_| ())
     }
 
     /// Replaces a stored budget's settings; false when there is none.
@@ -289,10 +289,15 @@ impl Store {
         if !scope.may_manage(&budget.org_id) {
             return Err(StoreError::OutOfScope);
         }
-        self.write_budget(budget, false).await
+        self.write_budget(scope, budget, false).await
     }
 
-    async fn write_budget(&self, budget: &Budget, insert: bool) -> Result<bool, StoreError> {
+    async fn write_budget(
+        &self,
+        scope: &CallerScope,
+        budget: &Budget,
+        insert: bool,
+    ) -> Result<bool, StoreError> {
         let (sqlite_sql, postgres_sql) = if insert {
             (INSERT_BUDGET_SQLITE, INSERT_BUDGET_POSTGRES)
         } else {
@@ -320,26 +325,31 @@ impl Store {
                 .execute(&store.writer)
                 .await?
                 .rows_affected(),
-            Store::Postgres(store) => sqlx::query(postgres_sql)
-                .bind(&budget.org_id)
-                .bind(provider)
-                .bind(budget.scope.user_id.as_deref())
-                .bind(budget.scope.api_key_id)
-                .bind(budget.budget_type.as_str())
-                .bind(budget.amount.nanos())
-                .bind(first_threshold(budget))
-                .bind(thresholds_json(budget))
-                .bind(budget.hard_limit)
-                .bind(budget.rollover_policy.as_str())
-                .bind(budget.rollover_cap.map(NanoUsd::nanos))
-                .bind(budget.reset_date)
-                .bind(budget.timezone.name())
-                .bind(budget.created_at)
-                .bind(budget.updated_at)
-                .bind(budget.id)
-                .execute(&store.pool)
-                .await?
-                .rows_affected(),
+            Store::Postgres(store) => {
+                let mut transaction = store.scoped(scope).await?;
+                let value = sqlx::query(postgres_sql)
+                    .bind(&budget.org_id)
+                    .bind(provider)
+                    .bind(budget.scope.user_id.as_deref())
+                    .bind(budget.scope.api_key_id)
+                    .bind(budget.budget_type.as_str())
+                    .bind(budget.amount.nanos())
+                    .bind(first_threshold(budget))
+                    .bind(thresholds_json(budget))
+                    .bind(budget.hard_limit)
+                    .bind(budget.rollover_policy.as_str())
+                    .bind(budget.rollover_cap.map(NanoUsd::nanos))
+                    .bind(budget.reset_date)
+                    .bind(budget.timezone.name())
+                    .bind(budget.created_at)
+                    .bind(budget.updated_at)
+                    .bind(budget.id)
+                    .execute(&mut *transaction)
+                    .await?
+                    .rows_affected();
+                transaction.commit().await?;
+                value
+            }
         };
         Ok(affected == 1)
     }
@@ -356,11 +366,16 @@ impl Store {
                 .execute(&store.writer)
                 .await?
                 .rows_affected(),
-            Store::Postgres(store) => sqlx::query("DELETE FROM ai_usage_budgets WHERE id = $1")
-                .bind(id)
-                .execute(&store.pool)
-                .await?
-                .rows_affected(),
+            Store::Postgres(store) => {
+                let mut transaction = store.scoped(scope).await?;
+                let value = sqlx::query("DELETE FROM ai_usage_budgets WHERE id = $1")
+                    .bind(id)
+                    .execute(&mut *transaction)
+                    .await?
+                    .rows_affected();
+                transaction.commit().await?;
+                value
+            }
         };
         Ok(affected == 1)
     }
@@ -398,8 +413,10 @@ impl Store {
             }
             Store::Postgres(store) => {
                 let mut query = select_budgets_query::<Postgres>(scope, id, org_id);
+                let mut transaction = store.scoped(scope).await?;
                 let rows: Vec<PostgresBudgetRow> =
-                    query.build_query_as().fetch_all(&store.pool).await?;
+                    query.build_query_as().fetch_all(&mut *transaction).await?;
+                transaction.commit().await?;
                 rows.into_iter()
                     .map(PostgresBudgetRow::into_budget)
                     .collect()

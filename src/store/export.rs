@@ -19,7 +19,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use sqlx::postgres::PgRow;
 use sqlx::types::Json;
-use sqlx::{PgPool, Postgres, QueryBuilder, Row, Sqlite, SqlitePool};
+use sqlx::{Postgres, QueryBuilder, Row, Sqlite, SqlitePool};
 use uuid::Uuid;
 
 use super::{Cursor, Order, RecordFilter, StoreError, postgres, sqlite};
@@ -252,7 +252,7 @@ pub async fn page_sqlite(
 }
 
 pub async fn page_postgres(
-    pool: &PgPool,
+    connection: &mut sqlx::PgConnection,
     filter: &RecordFilter,
     cursor: Option<Cursor>,
     limit: u32,
@@ -270,7 +270,7 @@ pub async fn page_postgres(
     query
         .push(" ORDER BY created_at, request_id LIMIT ")
         .push_bind(i64::from(limit));
-    let rows = query.build().fetch_all(pool).await?;
+    let rows = query.build().fetch_all(connection).await?;
     let count = u32::try_from(rows.len())
         .map_err(|_| StoreError::Corrupt(format!("export page of {} records", rows.len())))?;
     let next = match rows.last() {

@@ -108,6 +108,7 @@ impl Store {
                 .await?;
             }
             Store::Postgres(store) => {
+                let mut transaction = store.scoped(scope).await?;
                 sqlx::query(
                     "INSERT INTO api_keys (id, org_id, user_id, name, role, key_prefix, key_hash, created_at) \
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
@@ -120,8 +121,9 @@ impl Store {
                 .bind(&key.key_prefix)
                 .bind(record.hash.as_str())
                 .bind(key.created_at)
-                .execute(&store.pool)
+                .execute(&mut *transaction)
                 .await?;
+                transaction.commit().await?;
             }
         }
         Ok(())
@@ -203,10 +205,12 @@ impl Store {
                 rows.into_iter().map(SqliteKeyRow::into_key).collect()
             }
             Store::Postgres(store) => {
+                let mut transaction = store.scoped(scope).await?;
                 let rows: Vec<PostgresKeyRow> = build::<Postgres>(scope, id, org_id)
                     .build_query_as()
-                    .fetch_all(&store.pool)
+                    .fetch_all(&mut *transaction)
                     .await?;
+                transaction.commit().await?;
                 rows.into_iter().map(PostgresKeyRow::into_key).collect()
             }
         }
@@ -230,13 +234,18 @@ impl Store {
             .execute(&store.writer)
             .await?
             .rows_affected(),
-            Store::Postgres(store) => sqlx::query(
-                "UPDATE api_keys SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL",
-            )
-            .bind(id)
-            .execute(&store.pool)
-            .await?
-            .rows_affected(),
+            Store::Postgres(store) => {
+                let mut transaction = store.scoped(scope).await?;
+                let value = sqlx::query(
+                    "UPDATE api_keys SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL",
+                )
+                .bind(id)
+                .execute(&mut *transaction)
+                .await?
+                .rows_affected();
+                transaction.commit().await?;
+                value
+            }
         };
         Ok(revoked == 1)
     }

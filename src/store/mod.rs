@@ -162,6 +162,16 @@ impl Store {
         dispatch!(self, ping())
     }
 
+    /// The database roles the server's queries run as, its own work's and
+    /// callers' (PostgreSQL; `None` on SQLite, which has no roles). For
+    /// diagnostics: both should be `tollgate_app`.
+    pub async fn working_roles(&self) -> Result<Option<(String, String)>, StoreError> {
+        match self {
+            Store::Sqlite(_) => Ok(None),
+            Store::Postgres(store) => store.working_roles().await.map(Some),
+        }
+    }
+
     /// Inserts records in one transaction, ignoring those whose `request_id`
     /// is already stored, and adds the new ones to the rollup in the same
     /// transaction. Days are taken in `timezone`.
@@ -211,7 +221,10 @@ impl Store {
         match self {
             Store::Sqlite(store) => export::page_sqlite(&store.reader, filter, cursor, limit).await,
             Store::Postgres(store) => {
-                export::page_postgres(&store.pool, filter, cursor, limit).await
+                let mut transaction = store.scoped(&filter.scope).await?;
+                let page = export::page_postgres(&mut transaction, filter, cursor, limit).await?;
+                transaction.commit().await?;
+                Ok(page)
             }
         }
     }
@@ -263,7 +276,12 @@ impl Store {
                 analytics::aggregate_sqlite(&store.reader, segment, filter, grouping).await
             }
             Store::Postgres(store) => {
-                analytics::aggregate_postgres(&store.pool, segment, filter, grouping).await
+                let mut transaction = store.scoped(&filter.scope).await?;
+                let rows =
+                    analytics::aggregate_postgres(&mut transaction, segment, filter, grouping)
+                        .await?;
+                transaction.commit().await?;
+                Ok(rows)
             }
         }
     }

@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 use super::budgets;
 use super::rows::{self, UsageRow};
-use super::scope;
+use super::scope::{self, Scope};
 use super::{BatchOutcome, Cursor, MigrationReport, Order, RecordFilter, RecordPage, StoreError};
 use crate::alerts;
 use crate::analytics::rollups as analytics;
@@ -37,9 +37,29 @@ const ROWS_PER_STATEMENT: usize = 5_000;
 /// The `work_mem` each connection asks for (per sort or hash, per query).
 const ANALYTICS_WORK_MEM: &str = "32MB";
 
+/// The role the server works as after migrating: it owns nothing and
+/// cannot bypass row-level security (migration 0007 makes it).
+const APP_ROLE_SQL: &str = "SET ROLE tollgate_app";
+
+/// The server's own background work (recorder, evaluator, budgets): every
+/// row, through the policies' `system` case.
+const SYSTEM_SETUP_SQL: &str =
+    "SET ROLE tollgate_app; SELECT set_config('tollgate.role', 'system', false)";
+
+/// A caller's settings, for one transaction.
+const CALLER_SETTINGS_SQL: &str = "SELECT set_config('tollgate.role', $1, true), \
+     set_config('tollgate.org', $2, true), set_config('tollgate.user', $3, true)";
+
 #[derive(Debug, Clone)]
 pub struct PostgresStore {
+    /// The server's own work: `tollgate_app` with `tollgate.role = system`.
     pub(super) pool: PgPool,
+    /// Callers' work: `tollgate_app` with no settings of its own, so a
+    /// query sees nothing outside a [`PostgresStore::scoped`] transaction.
+    tenant: PgPool,
+    /// How to connect as the URL's own user, who owns the tables and runs
+    /// migrations.
+    owner: std::sync::Arc<PgConnectOptions>,
 }
 
 impl PostgresStore {
@@ -68,17 +88,68 @@ impl PostgresStore {
             .map_err(|_| connect_error(sqlx::Error::PoolTimedOut))?
             .map_err(connect_error)?;
         probe.close().await.map_err(connect_error)?;
-        let pool = PgPoolOptions::new()
-            .max_connections(config.max_connections)
-            .acquire_timeout(Duration::from_millis(config.acquire_timeout_ms))
-            .connect_with(options)
-            .await
-            .map_err(connect_error)?;
-        Ok(PostgresStore { pool })
+        // Both pools connect lazily, after `migrate` has made the role.
+        let pool_as = |setup: &'static str| {
+            PgPoolOptions::new()
+                .max_connections(config.max_connections)
+                .acquire_timeout(timeout)
+                .after_connect(move |connection, _| {
+                    Box::pin(
+                        async move { sqlx::raw_sql(setup).execute(connection).await.map(drop) },
+                    )
+                })
+                .connect_lazy_with(options.clone())
+        };
+        let pool = pool_as(SYSTEM_SETUP_SQL);
+        let tenant = pool_as(APP_ROLE_SQL);
+        Ok(PostgresStore {
+            pool,
+            tenant,
+            owner: std::sync::Arc::new(options),
+        })
     }
 
+    /// Migrates as the URL's own user (the tables' owner), on a connection
+    /// of its own.
     pub async fn migrate(&self) -> Result<MigrationReport, StoreError> {
-        rows::migrate(&self.pool, &MIGRATOR, POSTGRES_TABLES).await
+        let owner = PgPoolOptions::new()
+            .max_connections(1)
+            .connect_with((*self.owner).clone())
+            .await?;
+        let report = rows::migrate(&owner, &MIGRATOR, POSTGRES_TABLES).await;
+        owner.close().await;
+        report
+    }
+
+    /// A transaction that runs as the caller: on the callers' pool with the
+    /// settings PostgreSQL's policies read, or on the server's own pool for
+    /// a scope that sees everything.
+    pub(super) async fn scoped(
+        &self,
+        scope: &Scope,
+    ) -> Result<sqlx::Transaction<'static, Postgres>, StoreError> {
+        if *scope == Scope::All {
+            return Ok(self.pool.begin().await?);
+        }
+        let mut transaction = self.tenant.begin().await?;
+        let (role, org_id, user_id) = scope.settings();
+        sqlx::query(CALLER_SETTINGS_SQL)
+            .bind(role)
+            .bind(org_id)
+            .bind(user_id)
+            .execute(&mut *transaction)
+            .await?;
+        Ok(transaction)
+    }
+
+    pub async fn working_roles(&self) -> Result<(String, String), StoreError> {
+        let system = sqlx::query_scalar("SELECT current_user::text")
+            .fetch_one(&self.pool)
+            .await?;
+        let tenant = sqlx::query_scalar("SELECT current_user::text")
+            .fetch_one(&self.tenant)
+            .await?;
+        Ok((system, tenant))
     }
 
     pub async fn ping(&self) -> Result<(), StoreError> {
@@ -88,6 +159,7 @@ impl PostgresStore {
 
     pub async fn close(&self) {
         self.pool.close().await;
+        self.tenant.close().await;
     }
 
     pub async fn insert_usage(
@@ -205,7 +277,10 @@ impl PostgresStore {
             .push(direction)
             .push(" LIMIT ")
             .push_bind(i64::from(limit) + 1);
-        let rows: Vec<PostgresUsageRow> = query.build_query_as().fetch_all(&self.pool).await?;
+        let mut transaction = self.scoped(&filter.scope).await?;
+        let rows: Vec<PostgresUsageRow> =
+            query.build_query_as().fetch_all(&mut *transaction).await?;
+        transaction.commit().await?;
         let records = rows
             .into_iter()
             .map(|row| row.into_usage_row().into_record())
@@ -228,7 +303,10 @@ impl PostgresStore {
         }
         rows::push_dimension_filter(&mut query, filter, scope::ORG_ROLLUP);
         query.push(" ORDER BY day, org_id, provider, model, task_type");
-        let rows: Vec<PostgresRollupRow> = query.build_query_as().fetch_all(&self.pool).await?;
+        let mut transaction = self.scoped(&filter.scope).await?;
+        let rows: Vec<PostgresRollupRow> =
+            query.build_query_as().fetch_all(&mut *transaction).await?;
+        transaction.commit().await?;
         rows.into_iter()
             .map(|row| {
                 let histogram = rows::histogram_from_vec(row.latency_histogram)?;

@@ -62,6 +62,17 @@ impl Scope {
             Scope::Nobody | Scope::User { .. } => false,
         }
     }
+
+    /// The values PostgreSQL's policies read: `tollgate.role`,
+    /// `tollgate.org`, `tollgate.user` ('' where the scope has none).
+    pub(super) fn settings(&self) -> (&'static str, &str, &str) {
+        match self {
+            Scope::Nobody => ("", "", ""),
+            Scope::All => ("admin", "", ""),
+            Scope::Org { org_id } => ("org_admin", org_id, ""),
+            Scope::User { org_id, user_id } => ("member", org_id, user_id),
+        }
+    }
 }
 
 /// How a table's rows belong to tenants.

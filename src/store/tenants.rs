@@ -40,10 +40,12 @@ impl Store {
                     .collect()
             }
             Store::Postgres(store) => {
+                let mut transaction = store.scoped(scope).await?;
                 let rows: Vec<(String, String, DateTime<Utc>)> = build::<Postgres>(scope)
                     .build_query_as()
-                    .fetch_all(&store.pool)
+                    .fetch_all(&mut *transaction)
                     .await?;
+                transaction.commit().await?;
                 Ok(rows
                     .into_iter()
                     .map(|(id, name, created_at)| Org {
@@ -72,15 +74,20 @@ impl Store {
             .execute(&store.writer)
             .await?
             .rows_affected(),
-            Store::Postgres(store) => sqlx::query(
+            Store::Postgres(store) => {
+                let mut transaction = store.scoped(scope).await?;
+                let value = sqlx::query(
                 "INSERT INTO organizations (id, name, created_at) VALUES ($1, $2, $3) ON CONFLICT (id) DO NOTHING",
             )
             .bind(&org.id)
             .bind(&org.name)
             .bind(org.created_at)
-            .execute(&store.pool)
+            .execute(&mut *transaction)
             .await?
-            .rows_affected(),
+            .rows_affected();
+                transaction.commit().await?;
+                value
+            }
         };
         if created == 1 {
             Ok(())
@@ -144,10 +151,12 @@ impl Store {
                     .collect()
             }
             Store::Postgres(store) => {
+                let mut transaction = store.scoped(scope).await?;
                 let rows: Vec<UserRow<DateTime<Utc>>> = build::<Postgres>(scope, id, org_id)
                     .build_query_as()
-                    .fetch_all(&store.pool)
+                    .fetch_all(&mut *transaction)
                     .await?;
+                transaction.commit().await?;
                 rows.into_iter()
                     .map(|row| {
                         let created_at = row.created_at;
@@ -178,7 +187,9 @@ impl Store {
             .execute(&store.writer)
             .await?
             .rows_affected(),
-            Store::Postgres(store) => sqlx::query(
+            Store::Postgres(store) => {
+                let mut transaction = store.scoped(scope).await?;
+                let value = sqlx::query(
                 "INSERT INTO users (id, org_id, email, name, role, created_at) VALUES ($1, $2, $3, $4, $5, $6) \
                  ON CONFLICT (id) DO NOTHING",
             )
@@ -188,9 +199,12 @@ impl Store {
             .bind(&user.name)
             .bind(user.role.as_str())
             .bind(user.created_at)
-            .execute(&store.pool)
+            .execute(&mut *transaction)
             .await?
-            .rows_affected(),
+            .rows_affected();
+                transaction.commit().await?;
+                value
+            }
         };
         if created == 1 {
             Ok(())
@@ -221,16 +235,21 @@ impl Store {
             .execute(&store.writer)
             .await?
             .rows_affected(),
-            Store::Postgres(store) => sqlx::query(
+            Store::Postgres(store) => {
+                let mut transaction = store.scoped(scope).await?;
+                let value = sqlx::query(
                 "UPDATE users SET email = $1, name = $2, role = $3 WHERE id = $4 AND deleted_at IS NULL",
             )
             .bind(&user.email)
             .bind(&user.name)
             .bind(user.role.as_str())
             .bind(&user.id)
-            .execute(&store.pool)
+            .execute(&mut *transaction)
             .await?
-            .rows_affected(),
+            .rows_affected();
+                transaction.commit().await?;
+                value
+            }
         };
         Ok(updated == 1)
     }
