@@ -113,6 +113,7 @@ impl App {
             gateway,
             authenticator,
             budgets,
+            failed_logins: http::FailedLogins::default(),
             tasks: TaskTracker::new(),
         });
         Ok(App {
@@ -255,9 +256,12 @@ impl App {
                 tracing::debug!(%error, "cannot set TCP_NODELAY");
             }
         });
-        let served = axum::serve(listener, router)
-            .with_graceful_shutdown(shutdown)
-            .await;
+        let served = axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown)
+        .await;
         // Exchanges whose clients hung up may still be running; they record
         // their usage before the recorder stops.
         tasks.close();

@@ -5,6 +5,7 @@
 pub mod alerts;
 pub mod analytics;
 pub mod app;
+pub mod audit;
 pub mod auth;
 pub mod budget;
 pub mod cli;

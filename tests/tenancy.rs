@@ -16,6 +16,7 @@ use common::{ADMIN_TOKEN, TestApp, TestDatabase, spawn_app, test_config};
 both_backends_with_database!(
     every_route_enforces_its_rule_and_the_callers_tenant,
     fields_a_caller_may_not_set_are_refused,
+    every_change_is_audited_once_without_secrets,
 );
 
 /// Who calls, and what they must never see in a successful answer.
@@ -265,6 +266,7 @@ const EXPECTED_RULES: &[(&str, &str, Access)] = &[
     ("GET", "/keys", Access::Member),
     ("POST", "/keys", Access::Member),
     ("DELETE", "/keys/{id}", Access::Member),
+    ("GET", "/audit", Access::OrgAdmin),
 ];
 
 fn rank(access: Access) -> u8 {
@@ -357,6 +359,9 @@ fn request_for(rule: &RouteRule, world: &World) -> (String, Option<Value>) {
             Some(json!({"org_id": "org-b", "role": "member"})),
         ),
         ("DELETE", "/keys/{id}") => (format!("/keys/{}", world.key_b), None),
+        // Callers see their own attempts (with the ids they typed); what
+        // must not show is what others did in another organization.
+        ("GET", "/audit") => ("/audit?actor=admin-token".to_owned(), None),
         (method, path) => panic!("no tenancy case for {method} {path}: add one to request_for"),
     };
     (format!("/api/v1{path}"), body)
@@ -922,4 +927,135 @@ async fn postgres_enforces_tenancy_below_the_server() {
         );
     }
     connection.close().await.expect("close");
+}
+
+async fn audit_entries(app: &TestApp, token: &str, query: &str) -> (u16, Vec<Value>, String) {
+    let (status, json, text) = call(
+        app,
+        token,
+        Method::GET,
+        &format!("/api/v1/audit{query}"),
+        None,
+    )
+    .await;
+    let entries = json["data"].as_array().cloned().unwrap_or_default();
+    (status, entries, text)
+}
+
+async fn every_change_is_audited_once_without_secrets(database: &TestDatabase) {
+    let app = spawn_app(test_config(&database.url, &database.spool_dir(), &[])).await;
+    let (world, callers) = set_up(&app).await;
+    let (status, entries, text) = audit_entries(&app, ADMIN_TOKEN, "?limit=1000").await;
+    assert_eq!(status, 200, "{text}");
+    let count = |action: &str| {
+        entries
+            .iter()
+            .filter(|entry| entry["action"] == action)
+            .count()
+    };
+    for (action, expected) in [
+        ("org.create", 2),
+        ("user.create", 3),
+        ("user.update", 1),
+        ("key.create", 6),
+        ("budget.create", 3),
+        ("alert.create", 3),
+    ] {
+        assert_eq!(count(action), expected, "{action}: {text}");
+    }
+    assert_eq!(
+        entries.len(),
+        18,
+        "ingest and reads are not changes: {text}"
+    );
+    for entry in &entries {
+        assert_eq!(entry["actor"], "admin-token", "{entry}");
+        assert_eq!(entry["result"], "ok", "{entry}");
+        assert_eq!(entry["client_addr"], "127.0.0.1", "{entry}");
+        assert!(
+            entry["created_at"].is_string() && entry["target"].is_string(),
+            "{entry}"
+        );
+    }
+    let budget = entries
+        .iter()
+        .find(|entry| entry["target"] == world.budget_b.as_str())
+        .expect("the budget's entry");
+    assert_eq!(
+        (budget["action"].as_str(), budget["org_id"].as_str()),
+        (Some("budget.create"), Some("org-b"))
+    );
+    // Newest first, with a cursor.
+    let (_, first, _) = audit_entries(&app, ADMIN_TOKEN, "?limit=5").await;
+    let before = first[4]["id"].as_i64().expect("an id");
+    let (_, next, _) =
+        audit_entries(&app, ADMIN_TOKEN, &format!("?limit=5&before_id={before}")).await;
+    assert!(next.iter().all(|entry| entry["id"].as_i64() < Some(before)));
+    assert_eq!(next.len(), 5);
+
+    // A refused change is recorded as denied, by whoever tried.
+    let org_admin = &callers[1];
+    let (status, _, _) = call(
+        &app,
+        &org_admin.token,
+        Method::POST,
+        "/api/v1/orgs",
+        Some(json!({"id": "mine"})),
+    )
+    .await;
+    assert_eq!(status, 403);
+    let (_, created, text) = audit_entries(&app, &org_admin.token, "?action=org.create").await;
+    // They see the administrator's creation of their own organization, and
+    // their own refused attempt.
+    assert_eq!(created.len(), 2, "{text}");
+    let mine: Vec<&Value> = created
+        .iter()
+        .filter(|entry| entry["actor"] != "admin-token")
+        .collect();
+    assert_eq!(mine.len(), 1, "{text}");
+    assert_eq!(mine[0]["result"], "denied");
+    assert!(
+        mine[0]["actor"]
+            .as_str()
+            .is_some_and(|actor| actor.starts_with("key:"))
+    );
+    // Organization administrators read their organization's entries only.
+    let (status, theirs, text) = audit_entries(&app, &org_admin.token, "?limit=1000").await;
+    assert_eq!(status, 200, "{text}");
+    assert!(!theirs.is_empty());
+    assert!(
+        theirs.iter().all(|entry| entry["org_id"] == "org-a"),
+        "{text}"
+    );
+    let (status, _, _) = audit_entries(&app, &org_admin.token, "?org_id=org-b").await;
+    assert_eq!(status, 403);
+    let (status, _, _) = audit_entries(&app, &callers[2].token, "").await;
+    assert_eq!(status, 403, "members do not read the audit log");
+
+    // Failed logins: recorded, once a minute per address.
+    for _ in 0..3 {
+        let (status, _, _) = call(
+            &app,
+            "tg_0000000000000000000000000000000000000000000000000",
+            Method::GET,
+            "/api/v1/budgets",
+            None,
+        )
+        .await;
+        assert_eq!(status, 401);
+    }
+    let (_, failed, text) = audit_entries(&app, ADMIN_TOKEN, "?action=auth.failed").await;
+    assert_eq!(failed.len(), 1, "{text}");
+    assert_eq!(
+        (failed[0]["actor"].as_str(), failed[0]["result"].as_str()),
+        (Some("anonymous"), Some("denied"))
+    );
+
+    // No secret anywhere in the log: not the keys made, not the admin token.
+    let (_, all, text) = audit_entries(&app, ADMIN_TOKEN, "?limit=1000").await;
+    assert!(all.len() >= 20);
+    for caller in &callers {
+        assert!(!text.contains(&caller.token), "a secret in the audit log");
+    }
+    app.stop().await;
 }

@@ -13,8 +13,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use super::error::parse_json;
-use super::{ApiError, AppState};
+use super::error::{only_params, parse_json};
+use super::{ApiError, AppState, AuditTarget};
 use crate::alerts::{Alert, AlertStatus, AlertType, Applied, Condition, Severity};
 use crate::store::AlertFilter;
 use crate::tenancy::Caller;
@@ -100,15 +100,7 @@ pub async fn list(
         "org_id",
         "limit",
     ];
-    if let Some(unknown) = parameters
-        .keys()
-        .find(|name| !KNOWN.contains(&name.as_str()))
-    {
-        return Err(ApiError::invalid(
-            unknown.clone(),
-            format!("unknown parameter (expected one of {})", KNOWN.join(", ")),
-        ));
-    }
+    only_params(&parameters, &KNOWN)?;
     let limit: i64 = parse::<i64>(&parameters, "limit")?.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::invalid("limit", "must be 1 to 1000"));
@@ -155,7 +147,7 @@ pub async fn create(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     body: Bytes,
-) -> Result<(StatusCode, Json<AlertView>), ApiError> {
+) -> Result<(StatusCode, AuditTarget, Json<AlertView>), ApiError> {
     let custom: CustomAlert = parse_json(&body)?;
     caller.check_filter(custom.org_id.as_deref(), None)?;
     // Administrators may raise alerts for no organization; everyone else
@@ -223,7 +215,11 @@ pub async fn create(
         .alert(&caller.scope(), id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no alert {id}")))?;
-    Ok((status, Json(AlertView::from(&alert))))
+    let target = AuditTarget {
+        id: alert.id.to_string(),
+        org_id: alert.org_id.clone(),
+    };
+    Ok((status, target, Json(AlertView::from(&alert))))
 }
 
 /// Who acts: `{"by": "…"}` in the body, else the caller's key.

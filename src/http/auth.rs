@@ -4,17 +4,20 @@
 //! (`http::api_routes`); this middleware checks it and hands the handler a
 //! [`Caller`], whose scope every query then runs in.
 
-use axum::extract::{Request, State};
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, FromRequestParts, RawPathParams, Request, State};
 use axum::http::HeaderMap;
 use axum::http::header::AUTHORIZATION;
 use axum::middleware::Next;
 use axum::response::Response;
 use sha2::{Digest, Sha256};
 
-use super::{ApiError, AppState};
+use super::audit::{self, AuditTarget};
+use super::{ApiError, AppState, RouteRule};
 use crate::keys::looks_like_key;
 use crate::store::RecordFilter;
-use crate::tenancy::{Access, Caller};
+use crate::tenancy::Caller;
 
 /// The bearer token of a request, if it sent one.
 fn bearer(headers: &HeaderMap) -> Option<&str> {
@@ -26,17 +29,75 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
         .filter(|token| !token.is_empty())
 }
 
-/// Authenticates the caller, checks the route's rule, and hands the
-/// handler a [`Caller`] (as a request extension).
+/// Authenticates the caller, checks the route's rule, hands the handler a
+/// [`Caller`] (as a request extension), and writes the audit entry of a
+/// route that changes something (and of a failed login) once it answered.
 pub async fn authorize(
-    State((state, access)): State<(AppState, Access)>,
-    mut request: Request,
+    State((state, rule)): State<(AppState, RouteRule)>,
+    request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    let caller = authenticate(&state, request.headers()).await?;
-    caller.may(access)?;
-    request.extensions_mut().insert(caller);
-    Ok(next.run(request).await)
+    let client = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|info| info.0.ip());
+    let caller = match authenticate(&state, request.headers()).await {
+        Ok(caller) => caller,
+        Err(error) => {
+            if matches!(error, ApiError::Unauthorized(_)) {
+                let call = audit::Call {
+                    caller: None,
+                    action: "auth.failed",
+                    target: None,
+                    status: 401,
+                    client,
+                };
+                audit::record(&state, call).await;
+            }
+            return Err(error);
+        }
+    };
+    if let Err(denied) = caller.may(rule.access) {
+        if let Some(action) = rule.audit {
+            let call = audit::Call {
+                caller: Some(&caller),
+                action,
+                target: None,
+                status: 403,
+                client,
+            };
+            audit::record(&state, call).await;
+        }
+        return Err(denied.into());
+    }
+    // The path's own id (`/budgets/{id}`), when it has one.
+    let (mut parts, body) = request.into_parts();
+    let path_target = match rule.audit {
+        Some(_) => RawPathParams::from_request_parts(&mut parts, &state)
+            .await
+            .ok()
+            .and_then(|params| params.iter().next().map(|(_, value)| value.to_owned())),
+        None => None,
+    };
+    parts.extensions.insert(caller.clone());
+    let request = Request::from_parts(parts, body);
+    let response = next.run(request).await;
+    if let Some(action) = rule.audit {
+        let target = response
+            .extensions()
+            .get::<AuditTarget>()
+            .cloned()
+            .or_else(|| path_target.map(|id| AuditTarget { id, org_id: None }));
+        let call = audit::Call {
+            caller: Some(&caller),
+            action,
+            target,
+            status: response.status().as_u16(),
+            client,
+        };
+        audit::record(&state, call).await;
+    }
+    Ok(response)
 }
 
 async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Caller, ApiError> {

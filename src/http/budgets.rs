@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::error::parse_json;
-use super::{ApiError, AppState};
+use super::{ApiError, AppState, AuditTarget};
 use crate::budget::status::BudgetStatus;
 use crate::budget::{self, Budget, BudgetInput, InvalidBudget};
 use crate::money::NanoUsd;
@@ -142,14 +142,18 @@ pub async fn create(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     body: Bytes,
-) -> Result<(StatusCode, Json<BudgetView>), ApiError> {
+) -> Result<(StatusCode, AuditTarget, Json<BudgetView>), ApiError> {
     let input = parse_input(&body)?;
     let budget = input.create(Uuid::now_v7(), now()).map_err(invalid)?;
     caller.check_filter(Some(&budget.org_id), None)?;
     check_references(&state, &budget).await?;
     state.store.insert_budget(&caller.scope(), &budget).await?;
     state.budgets.changed().await;
-    Ok((StatusCode::CREATED, Json(BudgetView::from(&budget))))
+    let target = AuditTarget {
+        id: budget.id.to_string(),
+        org_id: Some(budget.org_id.clone()),
+    };
+    Ok((StatusCode::CREATED, target, Json(BudgetView::from(&budget))))
 }
 
 pub async fn read(
@@ -167,7 +171,7 @@ pub async fn update(
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     body: Bytes,
-) -> Result<Json<BudgetView>, ApiError> {
+) -> Result<(AuditTarget, Json<BudgetView>), ApiError> {
     let stored = find(&state, &caller, &id).await?;
     let input = parse_input(&body)?;
     let budget = input.apply(stored, now()).map_err(invalid)?;
@@ -177,7 +181,11 @@ pub async fn update(
         return Err(ApiError::NotFound(format!("no budget {}", budget.id)));
     }
     state.budgets.changed().await;
-    Ok(Json(BudgetView::from(&budget)))
+    let target = AuditTarget {
+        id: budget.id.to_string(),
+        org_id: Some(budget.org_id.clone()),
+    };
+    Ok((target, Json(BudgetView::from(&budget))))
 }
 
 pub async fn delete(

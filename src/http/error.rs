@@ -347,3 +347,21 @@ impl From<AuthError> for ApiError {
         }
     }
 }
+
+/// Refuses a query parameter the route does not know (a typo must not
+/// silently widen an answer).
+pub fn only_params(
+    parameters: &std::collections::HashMap<String, String>,
+    known: &[&str],
+) -> Result<(), ApiError> {
+    match parameters
+        .keys()
+        .find(|name| !known.contains(&name.as_str()))
+    {
+        Some(unknown) => Err(ApiError::invalid(
+            unknown.clone(),
+            format!("unknown parameter (expected one of: {})", known.join(", ")),
+        )),
+        None => Ok(()),
+    }
+}

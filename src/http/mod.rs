@@ -3,6 +3,7 @@
 
 mod alerts;
 mod analytics;
+mod audit;
 mod auth;
 mod budgets;
 mod error;
@@ -26,6 +27,7 @@ use axum::routing::{MethodRouter, get, post};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio_util::task::TaskTracker;
 
+pub use audit::{AuditTarget, FailedLogins};
 pub use error::ApiError;
 
 use crate::auth::Authenticator;
@@ -65,6 +67,8 @@ pub struct Services {
     pub gateway: Gateway,
     pub authenticator: Arc<Authenticator>,
     pub budgets: Budgets,
+    /// Which addresses' failed logins the audit log has recorded lately.
+    pub failed_logins: audit::FailedLogins,
     /// Gateway exchanges, which outlive a client that hangs up; shutdown
     /// waits for them.
     pub tasks: TaskTracker,
@@ -77,6 +81,9 @@ pub struct RouteRule {
     /// The path under `/api/v1`, with `{parameters}`.
     pub path: &'static str,
     pub access: Access,
+    /// The audit log's name for what the route changes; `None` for routes
+    /// that change nothing (and ingest, whose records are the ledger).
+    pub audit: Option<&'static str>,
 }
 
 /// Every REST API route with the least role it needs. The router is built
@@ -91,6 +98,16 @@ fn api_routes() -> Vec<(RouteRule, MethodRouter<AppState>)> {
                 method,
                 path,
                 access,
+                audit: None,
+            },
+            handler,
+        )
+    };
+    let audited = |action: &'static str, (rule, handler): (RouteRule, MethodRouter<AppState>)| {
+        (
+            RouteRule {
+                audit: Some(action),
+                ..rule
             },
             handler,
         )
@@ -98,7 +115,10 @@ fn api_routes() -> Vec<(RouteRule, MethodRouter<AppState>)> {
     vec![
         rule(Method::POST, "/usage", OrgAdmin, post(usage::ingest)),
         rule(Method::GET, "/usage/records", Member, get(usage::records)),
-        rule(Method::GET, "/usage/export", Member, get(usage::export)),
+        audited(
+            "usage.export",
+            rule(Method::GET, "/usage/export", Member, get(usage::export)),
+        ),
         rule(Method::GET, "/usage/stats", Member, get(analytics::stats)),
         rule(Method::GET, "/usage/daily", Member, get(analytics::daily)),
         rule(Method::GET, "/usage/hourly", Member, get(analytics::hourly)),
@@ -116,14 +136,23 @@ fn api_routes() -> Vec<(RouteRule, MethodRouter<AppState>)> {
             get(analytics::projections),
         ),
         rule(Method::GET, "/budgets", Member, get(budgets::list)),
-        rule(Method::POST, "/budgets", OrgAdmin, post(budgets::create)),
+        audited(
+            "budget.create",
+            rule(Method::POST, "/budgets", OrgAdmin, post(budgets::create)),
+        ),
         rule(Method::GET, "/budgets/{id}", Member, get(budgets::read)),
-        rule(Method::PUT, "/budgets/{id}", OrgAdmin, put(budgets::update)),
-        rule(
-            Method::DELETE,
-            "/budgets/{id}",
-            OrgAdmin,
-            delete(budgets::delete),
+        audited(
+            "budget.update",
+            rule(Method::PUT, "/budgets/{id}", OrgAdmin, put(budgets::update)),
+        ),
+        audited(
+            "budget.delete",
+            rule(
+                Method::DELETE,
+                "/budgets/{id}",
+                OrgAdmin,
+                delete(budgets::delete),
+            ),
         ),
         rule(
             Method::GET,
@@ -132,26 +161,41 @@ fn api_routes() -> Vec<(RouteRule, MethodRouter<AppState>)> {
             get(budgets::status),
         ),
         rule(Method::GET, "/alerts", Member, get(alerts::list)),
-        rule(Method::POST, "/alerts", OrgAdmin, post(alerts::create)),
-        rule(
-            Method::POST,
-            "/alerts/{id}/acknowledge",
-            OrgAdmin,
-            post(alerts::acknowledge),
+        audited(
+            "alert.create",
+            rule(Method::POST, "/alerts", OrgAdmin, post(alerts::create)),
         ),
-        rule(
-            Method::POST,
-            "/alerts/{id}/resolve",
-            OrgAdmin,
-            post(alerts::resolve),
+        audited(
+            "alert.acknowledge",
+            rule(
+                Method::POST,
+                "/alerts/{id}/acknowledge",
+                OrgAdmin,
+                post(alerts::acknowledge),
+            ),
+        ),
+        audited(
+            "alert.resolve",
+            rule(
+                Method::POST,
+                "/alerts/{id}/resolve",
+                OrgAdmin,
+                post(alerts::resolve),
+            ),
         ),
         rule(Method::GET, "/webhooks", Admin, get(webhooks::list)),
-        rule(Method::POST, "/webhooks", Admin, post(webhooks::create)),
-        rule(
-            Method::DELETE,
-            "/webhooks/{id}",
-            Admin,
-            delete(webhooks::delete),
+        audited(
+            "webhook.create",
+            rule(Method::POST, "/webhooks", Admin, post(webhooks::create)),
+        ),
+        audited(
+            "webhook.delete",
+            rule(
+                Method::DELETE,
+                "/webhooks/{id}",
+                Admin,
+                delete(webhooks::delete),
+            ),
         ),
         rule(
             Method::GET,
@@ -160,45 +204,73 @@ fn api_routes() -> Vec<(RouteRule, MethodRouter<AppState>)> {
             get(webhooks::deliveries),
         ),
         rule(Method::GET, "/providers", Admin, get(providers::list)),
-        rule(
-            Method::PUT,
-            "/providers/{provider}",
-            Admin,
-            put(providers::update),
+        audited(
+            "provider.update",
+            rule(
+                Method::PUT,
+                "/providers/{provider}",
+                Admin,
+                put(providers::update),
+            ),
         ),
-        rule(
-            Method::POST,
-            "/providers/{provider}/refresh",
-            Admin,
-            post(providers::refresh),
+        audited(
+            "provider.refresh",
+            rule(
+                Method::POST,
+                "/providers/{provider}/refresh",
+                Admin,
+                post(providers::refresh),
+            ),
         ),
         rule(Method::GET, "/reports", Admin, get(reports::list)),
-        rule(Method::POST, "/reports", Admin, post(reports::create)),
-        rule(
-            Method::DELETE,
-            "/reports/{id}",
-            Admin,
-            delete(reports::delete),
+        audited(
+            "report.create",
+            rule(Method::POST, "/reports", Admin, post(reports::create)),
+        ),
+        audited(
+            "report.delete",
+            rule(
+                Method::DELETE,
+                "/reports/{id}",
+                Admin,
+                delete(reports::delete),
+            ),
         ),
         rule(Method::GET, "/orgs", Member, get(tenants::list_orgs)),
-        rule(Method::POST, "/orgs", Admin, post(tenants::create_org)),
+        audited(
+            "org.create",
+            rule(Method::POST, "/orgs", Admin, post(tenants::create_org)),
+        ),
         rule(Method::GET, "/users", Member, get(tenants::list_users)),
-        rule(Method::POST, "/users", OrgAdmin, post(tenants::create_user)),
+        audited(
+            "user.create",
+            rule(Method::POST, "/users", OrgAdmin, post(tenants::create_user)),
+        ),
         rule(Method::GET, "/users/{id}", Member, get(tenants::read_user)),
-        rule(
-            Method::PATCH,
-            "/users/{id}",
-            OrgAdmin,
-            patch(tenants::update_user),
+        audited(
+            "user.update",
+            rule(
+                Method::PATCH,
+                "/users/{id}",
+                OrgAdmin,
+                patch(tenants::update_user),
+            ),
         ),
         rule(Method::GET, "/keys", Member, get(tenants::list_keys)),
-        rule(Method::POST, "/keys", Member, post(tenants::create_key)),
-        rule(
-            Method::DELETE,
-            "/keys/{id}",
-            Member,
-            delete(tenants::revoke_key),
+        audited(
+            "key.create",
+            rule(Method::POST, "/keys", Member, post(tenants::create_key)),
         ),
+        audited(
+            "key.revoke",
+            rule(
+                Method::DELETE,
+                "/keys/{id}",
+                Member,
+                delete(tenants::revoke_key),
+            ),
+        ),
+        rule(Method::GET, "/audit", OrgAdmin, get(audit::list)),
     ]
 }
 
@@ -213,15 +285,16 @@ pub fn api_rules() -> Vec<RouteRule> {
 pub fn router(state: AppState) -> Router {
     let mut by_path: BTreeMap<&'static str, MethodRouter<AppState>> = BTreeMap::new();
     for (rule, handler) in api_routes() {
+        let path = rule.path;
         let guarded = handler.route_layer(middleware::from_fn_with_state(
-            (state.clone(), rule.access),
+            (state.clone(), rule),
             auth::authorize,
         ));
-        let merged = match by_path.remove(rule.path) {
+        let merged = match by_path.remove(path) {
             Some(existing) => existing.merge(guarded),
             None => guarded,
         };
-        by_path.insert(rule.path, merged);
+        by_path.insert(path, merged);
     }
     let api = by_path
         .into_iter()

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::error::parse_json;
-use super::{ApiError, AppState};
+use super::{ApiError, AppState, AuditTarget};
 use crate::reports::{self, Frequency, ScheduledReport};
 
 #[derive(Deserialize)]
@@ -51,7 +51,7 @@ pub async fn list(State(state): State<AppState>) -> Result<Json<Value>, ApiError
 pub async fn create(
     State(state): State<AppState>,
     body: Bytes,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, AuditTarget, Json<Value>), ApiError> {
     let input: NewReport = parse_json(&body)?;
     let name = input.name.trim().to_owned();
     if name.is_empty() || name.len() > 200 {
@@ -112,7 +112,11 @@ pub async fn create(
         updated_at: now,
     };
     state.store.insert_scheduled_report(&report).await?;
-    Ok((StatusCode::CREATED, Json(view(&report))))
+    let target = AuditTarget {
+        id: report.id.to_string(),
+        org_id: report.org_id.clone(),
+    };
+    Ok((StatusCode::CREATED, target, Json(view(&report))))
 }
 
 pub async fn delete(

@@ -14,24 +14,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use super::error::parse_json;
-use super::{ApiError, AppState};
+use super::error::{only_params, parse_json};
+use super::{ApiError, AppState, AuditTarget};
 use crate::keys::{self, ApiKey, Role};
 use crate::store::KeyRecord;
 use crate::tenancy::{Caller, Org, User, check_name};
-
-fn only_params(parameters: &HashMap<String, String>, known: &[&str]) -> Result<(), ApiError> {
-    match parameters
-        .keys()
-        .find(|name| !known.contains(&name.as_str()))
-    {
-        Some(unknown) => Err(ApiError::invalid(
-            unknown.clone(),
-            format!("unknown parameter (expected one of: {})", known.join(", ")),
-        )),
-        None => Ok(()),
-    }
-}
 
 /// The `?org_id=` of a listing: the only parameter, and the caller's own
 /// organization unless they are an administrator.
@@ -83,7 +70,7 @@ pub async fn create_org(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     body: Bytes,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, AuditTarget, Json<Value>), ApiError> {
     let input: NewOrg = parse_json(&body)?;
     name("id", &input.id)?;
     if let Some(given) = &input.name {
@@ -95,8 +82,13 @@ pub async fn create_org(
         created_at: Utc::now().trunc_subsecs(6),
     };
     state.store.insert_org(&caller.scope(), &org).await?;
+    let target = AuditTarget {
+        id: org.id.clone(),
+        org_id: Some(org.id.clone()),
+    };
     Ok((
         StatusCode::CREATED,
+        target,
         Json(json!(OrgView {
             object: "organization",
             org: &org,
@@ -147,7 +139,7 @@ pub async fn create_user(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     body: Bytes,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, AuditTarget, Json<Value>), ApiError> {
     let input: NewUser = parse_json(&body)?;
     name("id", &input.id)?;
     for (field, value) in [("email", &input.email), ("name", &input.name)] {
@@ -173,7 +165,11 @@ pub async fn create_user(
         created_at: Utc::now().trunc_subsecs(6),
     };
     state.store.insert_user(&caller.scope(), &user).await?;
-    Ok((StatusCode::CREATED, Json(user_json(&user))))
+    let target = AuditTarget {
+        id: user.id.clone(),
+        org_id: Some(user.org_id.clone()),
+    };
+    Ok((StatusCode::CREATED, target, Json(user_json(&user))))
 }
 
 async fn find_user(state: &AppState, caller: &Caller, id: &str) -> Result<User, ApiError> {
@@ -215,7 +211,7 @@ pub async fn update_user(
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     body: Bytes,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<(AuditTarget, Json<Value>), ApiError> {
     let change: UserChange = parse_json(&body)?;
     if change.id.is_some() {
         return Err(ApiError::invalid("id", "a user's id cannot be changed"));
@@ -247,7 +243,11 @@ pub async fn update_user(
     if !state.store.update_user(&caller.scope(), &user).await? {
         return Err(ApiError::NotFound(format!("no user `{id}`")));
     }
-    Ok(Json(user_json(&user)))
+    let target = AuditTarget {
+        id: user.id.clone(),
+        org_id: Some(user.org_id.clone()),
+    };
+    Ok((target, Json(user_json(&user))))
 }
 
 /// A key as the API lists it (never its secret or hash).
@@ -296,7 +296,7 @@ pub async fn create_key(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     body: Bytes,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, AuditTarget, Json<Value>), ApiError> {
     let input: NewKey = if body.is_empty() {
         parse_json(b"{}")?
     } else {
@@ -368,7 +368,11 @@ pub async fn create_key(
         .await?;
     let mut body = key_json(&key);
     body["key"] = Value::String(new_key.secret.expose().to_owned());
-    Ok((StatusCode::CREATED, Json(body)))
+    let target = AuditTarget {
+        id: key.id.to_string(),
+        org_id: Some(key.org_id.clone()),
+    };
+    Ok((StatusCode::CREATED, target, Json(body)))
 }
 
 pub async fn revoke_key(

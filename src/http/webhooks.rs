@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::error::parse_json;
-use super::{ApiError, AppState};
+use super::{ApiError, AppState, AuditTarget};
 use crate::alerts::{AlertEventKind, Severity};
 use crate::config::Secret;
 use crate::webhooks::{Webhook, WebhookFormat, target};
@@ -53,7 +53,7 @@ pub async fn list(State(state): State<AppState>) -> Result<Json<Value>, ApiError
 pub async fn create(
     State(state): State<AppState>,
     body: Bytes,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, AuditTarget, Json<Value>), ApiError> {
     let input: NewWebhook = parse_json(&body)?;
     if input.url.len() > 2048 {
         return Err(ApiError::invalid("url", "at most 2048 characters"));
@@ -111,7 +111,11 @@ pub async fn create(
     let mut shown = view(&webhook);
     // The only time the secret is shown.
     shown["secret"] = Value::from(secret);
-    Ok((StatusCode::CREATED, Json(shown)))
+    let target = AuditTarget {
+        id: webhook.id.to_string(),
+        org_id: None,
+    };
+    Ok((StatusCode::CREATED, target, Json(shown)))
 }
 
 fn webhook_id(text: &str) -> Result<Uuid, ApiError> {

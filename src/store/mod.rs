@@ -8,6 +8,7 @@
 
 mod alerts;
 mod analytics;
+mod audit;
 mod budgets;
 mod credits;
 mod error;
