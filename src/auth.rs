@@ -47,6 +47,14 @@ impl Authenticator {
         }
     }
 
+    /// Drops every cached key, so a revocation or an erased user's keys
+    /// stop working at once on this instance (others within the TTL).
+    pub fn forget_all(&self) {
+        if let Ok(mut cache) = self.cache.write() {
+            cache.clear();
+        }
+    }
+
     fn fresh(&self, hash: &KeyHash) -> Option<(ApiKey, Instant)> {
         self.cache
             .read()

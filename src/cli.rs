@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 mod analytics;
 mod budgets;
 mod keys;
+mod users;
 
 use crate::app::{App, AppError, pricing_from_config};
 use crate::config::{Config, ConfigError, Sources};
@@ -59,6 +60,11 @@ pub enum Command {
     Keys {
         #[command(subcommand)]
         command: keys::KeysCommand,
+    },
+    /// Export or erase a user's data (GDPR).
+    Users {
+        #[command(subcommand)]
+        command: users::UsersCommand,
     },
     /// Manage budgets.
     Budgets {
@@ -218,6 +224,12 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<(), CliError> {
         Command::Keys { command } => {
             let store = open_store(&config).await?;
             let result = keys::run(&store, command, out).await;
+            store.close().await;
+            result
+        }
+        Command::Users { command } => {
+            let store = open_store(&config).await?;
+            let result = users::run(&store, command, out).await;
             store.close().await;
             result
         }

@@ -357,3 +357,47 @@ fn budgets_are_set_listed_changed_shown_and_deleted() {
         "no budget",
     );
 }
+
+#[test]
+fn users_are_exported_as_json_and_erased_only_when_confirmed() {
+    let folder = tempfile::TempDir::new().unwrap();
+    let created = tollgate(
+        &["keys", "create", "--org", "acme", "--user", "alice"],
+        folder.path(),
+    );
+    assert!(created.status.success(), "{}", text(&created.stderr));
+    let secret = text(&created.stdout).trim().to_owned();
+    let exported = tollgate(&["users", "export", "alice"], folder.path());
+    assert!(exported.status.success(), "{}", text(&exported.stderr));
+    let document: serde_json::Value =
+        serde_json::from_slice(&exported.stdout).expect("one JSON document");
+    assert_eq!(document["user"]["id"], "alice");
+    assert_eq!(document["user"]["org_id"], "acme");
+    assert_eq!(document["keys"].as_array().map(Vec::len), Some(1));
+    assert_eq!(document["usage_records"], serde_json::json!([]));
+    assert!(
+        !text(&exported.stdout).contains(&secret),
+        "no secret in an export"
+    );
+    assert_one_line_error(
+        &tollgate(&["users", "delete", "alice"], folder.path()),
+        "run again with --yes",
+    );
+    let erased = tollgate(&["users", "delete", "alice", "--yes"], folder.path());
+    assert!(erased.status.success(), "{}", text(&erased.stderr));
+    assert!(
+        text(&erased.stdout).contains("1 keys"),
+        "{}",
+        text(&erased.stdout)
+    );
+    assert_one_line_error(
+        &tollgate(&["users", "export", "alice"], folder.path()),
+        "no user `alice`",
+    );
+    let listed = text(&tollgate(&["keys", "list"], folder.path()).stdout);
+    assert_eq!(
+        listed.lines().count(),
+        1,
+        "only the header is left: {listed}"
+    );
+}

@@ -17,6 +17,7 @@ both_backends_with_database!(
     every_route_enforces_its_rule_and_the_callers_tenant,
     fields_a_caller_may_not_set_are_refused,
     every_change_is_audited_once_without_secrets,
+    a_users_export_holds_everything_and_erasure_leaves_no_trace,
 );
 
 /// Who calls, and what they must never see in a successful answer.
@@ -67,10 +68,10 @@ async fn admin(app: &TestApp, method: Method, path: &str, body: Value) -> Value 
 
 fn usage(org: &str, user: &str) -> Value {
     json!({
-        "provider": "openai", "model": format!("model-of-{user}"), "task_type": "chat",
+        "provider": "openai", "model": format!("model-{}", user.trim_start_matches("user-")), "task_type": "chat",
         "input_tokens": 100, "output_tokens": 10, "cost_usd": "0.01",
         "latency_ms": 100, "org_id": org, "user_id": user,
-        "metadata": {"tags": [format!("tag-of-{user}")]},
+        "metadata": {"tags": [format!("tag-{}", user.trim_start_matches("user-"))]},
     })
 }
 
@@ -267,6 +268,8 @@ const EXPECTED_RULES: &[(&str, &str, Access)] = &[
     ("POST", "/keys", Access::Member),
     ("DELETE", "/keys/{id}", Access::Member),
     ("GET", "/audit", Access::OrgAdmin),
+    ("GET", "/users/{id}/export", Access::Member),
+    ("DELETE", "/users/{id}", Access::OrgAdmin),
 ];
 
 fn rank(access: Access) -> u8 {
@@ -361,6 +364,8 @@ fn request_for(rule: &RouteRule, world: &World) -> (String, Option<Value>) {
         ("DELETE", "/keys/{id}") => (format!("/keys/{}", world.key_b), None),
         // Callers see their own attempts (with the ids they typed); what
         // must not show is what others did in another organization.
+        ("GET", "/users/{id}/export") => ("/users/user-b1/export".to_owned(), None),
+        ("DELETE", "/users/{id}") => ("/users/user-b1".to_owned(), None),
         ("GET", "/audit") => ("/audit?actor=admin-token".to_owned(), None),
         (method, path) => panic!("no tenancy case for {method} {path}: add one to request_for"),
     };
@@ -1058,4 +1063,216 @@ async fn every_change_is_audited_once_without_secrets(database: &TestDatabase) {
         assert!(!text.contains(&caller.token), "a secret in the audit log");
     }
     app.stop().await;
+}
+
+/// Rows in any table, any column, whose text holds `needle` (as the
+/// database's owner, below row-level security).
+async fn traces(database: &TestDatabase, needle: &str) -> Vec<String> {
+    let pattern = format!("%{needle}%");
+    let mut found = Vec::new();
+    if database.url.starts_with("sqlite:") {
+        let pool = sqlx::SqlitePool::connect(&database.url)
+            .await
+            .expect("open");
+        let tables: Vec<String> =
+            sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'table'")
+                .fetch_all(&pool)
+                .await
+                .expect("tables");
+        for table in tables {
+            let columns: Vec<String> = sqlx::query_scalar("SELECT name FROM pragma_table_info(?)")
+                .bind(&table)
+                .fetch_all(&pool)
+                .await
+                .expect("columns");
+            for column in columns {
+                let count: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                    "SELECT count(*) FROM \"{table}\" WHERE CAST(\"{column}\" AS TEXT) LIKE ?"
+                )))
+                .bind(&pattern)
+                .fetch_one(&pool)
+                .await
+                .expect("scan");
+                if count > 0 {
+                    found.push(format!("{table}.{column}: {count}"));
+                }
+            }
+        }
+        pool.close().await;
+    } else {
+        let pool = sqlx::PgPool::connect(&database.url).await.expect("connect");
+        let tables: Vec<String> = sqlx::query_scalar(
+            "SELECT tablename::text FROM pg_tables WHERE schemaname = current_schema()",
+        )
+        .fetch_all(&pool)
+        .await
+        .expect("tables");
+        for table in tables {
+            let count: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                "SELECT count(*) FROM {table} AS row WHERE row::text LIKE $1"
+            )))
+            .bind(&pattern)
+            .fetch_one(&pool)
+            .await
+            .expect("scan");
+            if count > 0 {
+                found.push(format!("{table}: {count}"));
+            }
+        }
+        pool.close().await;
+    }
+    found
+}
+
+async fn a_users_export_holds_everything_and_erasure_leaves_no_trace(database: &TestDatabase) {
+    let app = spawn_app(test_config(&database.url, &database.spool_dir(), &[])).await;
+    let (world, callers) = set_up(&app).await;
+    let org_admin = &callers[1];
+    let member = &callers[2];
+    // A member exports themselves; an org admin exports a user of theirs.
+    let (status, own, text) = call(
+        &app,
+        &member.token,
+        Method::GET,
+        "/api/v1/users/user-a1/export",
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(own["user"]["id"], "user-a1");
+    assert_eq!(own["user"]["email"], "user-a1@example.com");
+    assert_eq!(own["user"]["name"], "Ann");
+    assert_eq!(own["keys"].as_array().map(Vec::len), Some(1), "{text}");
+    assert!(
+        own["keys"][0].get("key").is_none() && !text.contains(&member.token),
+        "no secret"
+    );
+    assert_eq!(
+        own["usage_records"].as_array().map(Vec::len),
+        Some(1),
+        "{text}"
+    );
+    assert_eq!(own["usage_records"][0]["model"], "model-a1");
+    assert_eq!(own["budgets"].as_array().map(Vec::len), Some(0));
+    let (status, _, _) = call(
+        &app,
+        &member.token,
+        Method::GET,
+        "/api/v1/users/user-a2/export",
+        None,
+    )
+    .await;
+    assert_eq!(status, 404, "members export only themselves");
+    let (status, theirs, text) = call(
+        &app,
+        &org_admin.token,
+        Method::GET,
+        "/api/v1/users/user-a2/export",
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(
+        theirs["budgets"][0]["id"],
+        world.budget_a2.as_str(),
+        "{text}"
+    );
+    assert_eq!(theirs["usage_records"][0]["user_id"], "user-a2", "{text}");
+    assert!(
+        theirs["audit_entries"]
+            .as_array()
+            .is_some_and(|entries| !entries.is_empty()),
+        "{text}"
+    );
+    let a2_token = {
+        let (_, created, _) = call(
+            &app,
+            &org_admin.token,
+            Method::POST,
+            "/api/v1/keys",
+            Some(json!({"user_id": "user-a2"})),
+        )
+        .await;
+        created["key"].as_str().expect("a secret").to_owned()
+    };
+    let (status, _, _) = call(&app, &a2_token, Method::GET, "/api/v1/usage/stats", None).await;
+    assert_eq!(status, 200);
+    let (_, before, _) = call(
+        &app,
+        ADMIN_TOKEN,
+        Method::GET,
+        "/api/v1/usage/stats?org_id=org-a",
+        None,
+    )
+    .await;
+
+    // Erasure.
+    let (status, erased, text) = call(
+        &app,
+        &org_admin.token,
+        Method::DELETE,
+        "/api/v1/users/user-a2",
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(
+        (
+            erased["usage_records"].as_u64(),
+            erased["keys"].as_u64(),
+            erased["budgets"].as_u64()
+        ),
+        (Some(1), Some(2), Some(1)),
+        "{text}"
+    );
+    let pseudonym = erased["pseudonym"]
+        .as_str()
+        .expect("a pseudonym")
+        .to_owned();
+    let (status, _, _) = call(&app, &a2_token, Method::GET, "/api/v1/usage/stats", None).await;
+    assert_eq!(status, 401, "their keys stop working at once");
+    let (status, _, _) = call(
+        &app,
+        &org_admin.token,
+        Method::GET,
+        "/api/v1/users/user-a2",
+        None,
+    )
+    .await;
+    assert_eq!(status, 404);
+    // Rollups keep the organization's totals, anonymously.
+    let (_, after, _) = call(
+        &app,
+        ADMIN_TOKEN,
+        Method::GET,
+        "/api/v1/usage/stats?org_id=org-a",
+        None,
+    )
+    .await;
+    assert_eq!(after["total_requests"], before["total_requests"], "{after}");
+    assert_eq!(after["total_cost_usd"], before["total_cost_usd"], "{after}");
+    // The audit log keeps the deletion under the pseudonym.
+    let (_, entries, text) = audit_entries(&app, ADMIN_TOKEN, "?action=user.delete").await;
+    assert_eq!(entries.len(), 1, "{text}");
+    assert_eq!(entries[0]["target"].as_str(), Some(pseudonym.as_str()));
+    app.stop().await;
+    // No trace in any table, any column.
+    assert_eq!(
+        traces(database, "user-a2").await,
+        Vec::<String>::new(),
+        "user-a2 left behind"
+    );
+    // Their record is gone from the ledger; its model and tag live on only
+    // in the anonymous rollups.
+    let ledger = traces(database, "model-a2").await;
+    assert!(
+        ledger
+            .iter()
+            .all(|place| !place.starts_with("ai_provider_usage")),
+        "{ledger:?}"
+    );
+    assert!(
+        !traces(database, "user-a1").await.is_empty(),
+        "the scan finds what is there"
+    );
 }

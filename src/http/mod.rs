@@ -29,6 +29,7 @@ use tokio_util::task::TaskTracker;
 
 pub use audit::{AuditTarget, FailedLogins};
 pub use error::ApiError;
+pub use tenants::user_document;
 
 use crate::auth::Authenticator;
 use crate::budget::enforcer::Budgets;
@@ -257,6 +258,24 @@ fn api_routes() -> Vec<(RouteRule, MethodRouter<AppState>)> {
             ),
         ),
         rule(Method::GET, "/keys", Member, get(tenants::list_keys)),
+        audited(
+            "user.export",
+            rule(
+                Method::GET,
+                "/users/{id}/export",
+                Member,
+                get(tenants::export_user),
+            ),
+        ),
+        audited(
+            "user.delete",
+            rule(
+                Method::DELETE,
+                "/users/{id}",
+                OrgAdmin,
+                delete(tenants::delete_user),
+            ),
+        ),
         audited(
             "key.create",
             rule(Method::POST, "/keys", Member, post(tenants::create_key)),

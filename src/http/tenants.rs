@@ -5,19 +5,25 @@
 
 use std::collections::HashMap;
 
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
+use axum::http::header::{CONTENT_DISPOSITION, CONTENT_TYPE};
+use axum::response::Response;
 use axum::{Extension, Json};
 use chrono::{SubsecRound, Utc};
+use futures_util::{Stream, StreamExt};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+use super::budgets::BudgetView;
 use super::error::{only_params, parse_json};
 use super::{ApiError, AppState, AuditTarget};
+use crate::audit::AuditFilter;
+use crate::export::{self, ExportError, Format};
 use crate::keys::{self, ApiKey, Role};
-use crate::store::KeyRecord;
+use crate::store::{KeyRecord, RecordFilter, Scope, Store, StoreError};
 use crate::tenancy::{Caller, Org, User, check_name};
 
 /// The `?org_id=` of a listing: the only parameter, and the caller's own
@@ -385,7 +391,153 @@ pub async fn revoke_key(
     if !state.store.revoke_key(&caller.scope(), key_id).await? {
         return Err(not_found());
     }
+    state.authenticator.forget_all();
     Ok(Json(
         json!({ "id": key_id, "object": "api_key.revoked", "revoked": true }),
+    ))
+}
+
+/// `GET /api/v1/users/{id}/export`: everything stored about a user, as one
+/// JSON document (see [`user_document`]).
+pub async fn export_user(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<(AuditTarget, Response), ApiError> {
+    let user = find_user(&state, &caller, &id).await?;
+    let body = user_document(&state.store, &caller.scope(), &user)
+        .await?
+        .map(|chunk| {
+            chunk
+                .map(Bytes::from)
+                .inspect_err(|error| tracing::error!(%error, "user export stopped"))
+        });
+    let target = AuditTarget {
+        id: user.id.clone(),
+        org_id: Some(user.org_id.clone()),
+    };
+    let response = Response::builder()
+        .header(CONTENT_TYPE, "application/json")
+        .header(
+            CONTENT_DISPOSITION,
+            "attachment; filename=\"tollgate-user-export.json\"",
+        )
+        .body(Body::from_stream(body))
+        .map_err(|error| {
+            tracing::error!(%error, "cannot build the export response");
+            ApiError::Internal
+        })?;
+    Ok((target, response))
+}
+
+/// Everything stored about a user, as one JSON document streamed in
+/// pieces: the user, their keys (never secrets), the budgets on them, the
+/// audit entries naming them, and every usage record, page by page. The
+/// API's user export and `tollgate users export` write the same document.
+pub async fn user_document(
+    store: &Store,
+    scope: &Scope,
+    user: &User,
+) -> Result<impl Stream<Item = Result<Vec<u8>, ExportError>> + Send + 'static, StoreError> {
+    let keys: Vec<Value> = store
+        .list_keys(scope, Some(&user.org_id))
+        .await?
+        .iter()
+        .filter(|key| key.user_id.as_deref() == Some(user.id.as_str()))
+        .map(key_json)
+        .collect();
+    let budgets: Vec<BudgetView> = store
+        .budgets(scope, Some(&user.org_id))
+        .await?
+        .iter()
+        .filter(|budget| budget.scope.user_id.as_deref() == Some(user.id.as_str()))
+        .map(BudgetView::from)
+        .collect();
+    // The entries about them, in their organization (members read no
+    // audit log otherwise).
+    let audit_entries = store
+        .audit_entries(&AuditFilter {
+            target: Some(user.id.clone()),
+            limit: 10_000,
+            scope: Scope::Org {
+                org_id: user.org_id.clone(),
+            },
+            ..AuditFilter::default()
+        })
+        .await?;
+    let head = json!({
+        "object": "user.export",
+        "exported_at": Utc::now().trunc_subsecs(6),
+        "user": UserView { object: "user", user },
+        "keys": keys,
+        "budgets": budgets,
+        "audit_entries": audit_entries,
+    })
+    .to_string();
+    // The head without its closing brace, then the records as an array.
+    let mut opening = head
+        .strip_suffix('}')
+        .unwrap_or(&head)
+        .to_owned()
+        .into_bytes();
+    opening.extend_from_slice(b",\"usage_records\":[");
+    let filter = RecordFilter {
+        org_id: Some(user.org_id.clone()),
+        user_id: Some(user.id.clone()),
+        scope: scope.clone(),
+        ..RecordFilter::default()
+    };
+    let mut first = true;
+    let records = export::chunks(store.clone(), filter, Format::Json).map(move |chunk| {
+        let chunk = chunk?;
+        // NDJSON lines become array elements: JSON text never holds a raw
+        // newline, so every newline is a record boundary.
+        let lines = chunk.bytes.strip_suffix(b"\n").unwrap_or(&chunk.bytes);
+        let mut bytes = Vec::with_capacity(lines.len() + 1);
+        if !lines.is_empty() {
+            if !first {
+                bytes.push(b',');
+            }
+            first = false;
+            bytes.extend(
+                lines
+                    .iter()
+                    .map(|&byte| if byte == b'\n' { b',' } else { byte }),
+            );
+        }
+        Ok(bytes)
+    });
+    Ok(futures_util::stream::once(async move { Ok(opening) })
+        .chain(records)
+        .chain(futures_util::stream::once(async { Ok(b"]}".to_vec()) })))
+}
+
+/// `DELETE /api/v1/users/{id}`: erases the user (see `Store::erase_user`);
+/// the audit entry names the pseudonym, not the person.
+pub async fn delete_user(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<(AuditTarget, Json<Value>), ApiError> {
+    let Some(erasure) = state.store.erase_user(&caller.scope(), &id).await? else {
+        return Err(ApiError::NotFound(format!("no user `{id}`")));
+    };
+    // Their keys must stop working now, not when the cache expires.
+    state.authenticator.forget_all();
+    let target = AuditTarget {
+        id: erasure.pseudonym.clone(),
+        org_id: None,
+    };
+    Ok((
+        target,
+        Json(json!({
+            "object": "user.deleted",
+            "deleted": true,
+            "pseudonym": erasure.pseudonym,
+            "usage_records": erasure.usage_records,
+            "keys": erasure.keys,
+            "budgets": erasure.budgets,
+            "audit_entries": erasure.audit_entries,
+        })),
     ))
 }

@@ -33,6 +33,7 @@ pub use error::StoreError;
 pub use export::{ExportBatch, ExportRow};
 pub use keys::KeyRecord;
 pub use scope::Scope;
+pub use tenants::Erasure;
 pub use webhooks::{AttemptOutcome, DeliveryRecord, DueDelivery, EventForDelivery, NextStep};
 
 use crate::analytics::plan::Segment;

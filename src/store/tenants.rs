@@ -285,3 +285,125 @@ fn micros(value: i64) -> Result<DateTime<Utc>, StoreError> {
     DateTime::from_timestamp_micros(value)
         .ok_or_else(|| StoreError::Corrupt(format!("timestamp {value}")))
 }
+
+/// What erasing a user removed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Erasure {
+    /// The anonymous id that now stands for the user in rollups and the
+    /// audit log.
+    pub pseudonym: String,
+    pub usage_records: u64,
+    pub keys: u64,
+    pub budgets: u64,
+    pub audit_entries: u64,
+}
+
+/// Statements that erase a user (`$1`) in one transaction, in order;
+/// rollups and spend buckets keep their totals under the pseudonym (`$2`).
+/// Budgets on the user or on their keys go (their leases and events
+/// cascade), then the keys, then the user.
+const ERASE_RECORDS: &str = "DELETE FROM ai_provider_usage WHERE user_id = $1";
+const ANONYMIZE: [&str; 4] = [
+    "UPDATE ai_usage_daily SET user_id = $2 WHERE user_id = $1",
+    "UPDATE ai_usage_hourly SET user_id = $2 WHERE user_id = $1",
+    "UPDATE ai_usage_daily_tags SET user_id = $2 WHERE user_id = $1",
+    "UPDATE ai_budget_spend SET user_id = $2 WHERE user_id = $1",
+];
+const ERASE_BUDGETS: &str = "DELETE FROM ai_usage_budgets WHERE user_id = $1 \
+     OR api_key_id IN (SELECT id FROM api_keys WHERE user_id = $1)";
+const ERASE_KEYS: &str = "DELETE FROM api_keys WHERE user_id = $1";
+const ERASE_USER: &str = "DELETE FROM users WHERE id = $1";
+/// SQLite; PostgreSQL calls `tollgate_erase_audit_subject` (migration 0008).
+const ERASE_AUDIT_SQLITE: &str = "UPDATE audit_log SET target = $2 WHERE target = $1";
+
+impl Store {
+    /// Erases a user the scope manages: their usage records and keys, the
+    /// budgets on them, their personal fields; rollups keep anonymous
+    /// totals, the audit log a pseudonym. `None` when the scope has no such
+    /// user.
+    pub async fn erase_user(&self, scope: &Scope, id: &str) -> Result<Option<Erasure>, StoreError> {
+        let Some(user) = self.user(scope, id).await? else {
+            return Ok(None);
+        };
+        if !scope.may_manage(&user.org_id) {
+            return Err(StoreError::OutOfScope);
+        }
+        let pseudonym = format!("erased-{}", uuid::Uuid::now_v7().simple());
+        let erasure = match self {
+            Store::Sqlite(store) => {
+                let mut transaction = store.writer.begin().await?;
+                let run = |statement: &'static str| {
+                    sqlx::query(statement).bind(id).bind(pseudonym.clone())
+                };
+                let usage_records = run(ERASE_RECORDS)
+                    .execute(&mut *transaction)
+                    .await?
+                    .rows_affected();
+                for statement in ANONYMIZE {
+                    run(statement).execute(&mut *transaction).await?;
+                }
+                let budgets = run(ERASE_BUDGETS)
+                    .execute(&mut *transaction)
+                    .await?
+                    .rows_affected();
+                let keys = run(ERASE_KEYS)
+                    .execute(&mut *transaction)
+                    .await?
+                    .rows_affected();
+                run(ERASE_USER).execute(&mut *transaction).await?;
+                let audit_entries = run(ERASE_AUDIT_SQLITE)
+                    .execute(&mut *transaction)
+                    .await?
+                    .rows_affected();
+                transaction.commit().await?;
+                Erasure {
+                    pseudonym: pseudonym.clone(),
+                    usage_records,
+                    keys,
+                    budgets,
+                    audit_entries,
+                }
+            }
+            Store::Postgres(store) => {
+                // The server's own transaction: the caller's right to erase
+                // was checked above, and the audit log changes only through
+                // the owner's function.
+                let mut transaction = store.pool.begin().await?;
+                let run = |statement: &'static str| {
+                    sqlx::query(statement).bind(id).bind(pseudonym.clone())
+                };
+                let usage_records = run(ERASE_RECORDS)
+                    .execute(&mut *transaction)
+                    .await?
+                    .rows_affected();
+                for statement in ANONYMIZE {
+                    run(statement).execute(&mut *transaction).await?;
+                }
+                let budgets = run(ERASE_BUDGETS)
+                    .execute(&mut *transaction)
+                    .await?
+                    .rows_affected();
+                let keys = run(ERASE_KEYS)
+                    .execute(&mut *transaction)
+                    .await?
+                    .rows_affected();
+                run(ERASE_USER).execute(&mut *transaction).await?;
+                let audit_entries: i64 =
+                    sqlx::query_scalar("SELECT tollgate_erase_audit_subject($1, $2)")
+                        .bind(id)
+                        .bind(&pseudonym)
+                        .fetch_one(&mut *transaction)
+                        .await?;
+                transaction.commit().await?;
+                Erasure {
+                    pseudonym: pseudonym.clone(),
+                    usage_records,
+                    keys,
+                    budgets,
+                    audit_entries: u64::try_from(audit_entries).unwrap_or(0),
+                }
+            }
+        };
+        Ok(Some(erasure))
+    }
+}

@@ -1,0 +1,34 @@
+-- Erasure (GDPR). The audit log stays append-only for the server with one
+-- exception, owned by the tables' owner: replacing an erased person's id
+-- with an anonymous token in the entries that name them. The server may
+-- call this function and can do nothing else to the log.
+CREATE INDEX audit_by_target ON audit_log (target);
+
+CREATE POLICY erase ON audit_log FOR UPDATE TO CURRENT_USER USING (true);
+
+DO $$
+BEGIN
+    EXECUTE format($function$
+        CREATE FUNCTION %1$I.tollgate_erase_audit_subject(subject TEXT, replacement TEXT)
+        RETURNS BIGINT
+        LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $body$
+        DECLARE
+            changed BIGINT;
+        BEGIN
+            IF coalesce(subject, '') = '' OR coalesce(replacement, '') = '' THEN
+                RAISE EXCEPTION 'subject and replacement must not be empty';
+            END IF;
+            -- The owner is bound by the forced policies too: read as the server.
+            PERFORM set_config('tollgate.role', 'system', true);
+            UPDATE %1$I.audit_log SET target = replacement WHERE target = subject;
+            GET DIAGNOSTICS changed = ROW_COUNT;
+            RETURN changed;
+        END
+        $body$
+    $function$, current_schema());
+    EXECUTE format('REVOKE ALL ON FUNCTION %I.tollgate_erase_audit_subject(TEXT, TEXT) FROM PUBLIC',
+                   current_schema());
+    EXECUTE format('GRANT EXECUTE ON FUNCTION %I.tollgate_erase_audit_subject(TEXT, TEXT) TO tollgate_app',
+                   current_schema());
+END
+$$;
