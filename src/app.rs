@@ -226,6 +226,25 @@ impl App {
                 },
             )
         };
+        // Retention: the first round runs at once.
+        let retention = {
+            let store = store.clone();
+            let config = state.config.retention.clone();
+            start_periodic(
+                Duration::from_secs(config.interval_seconds.max(1)),
+                None,
+                move || {
+                    let (store, config) = (store.clone(), config.clone());
+                    async move {
+                        if let Err(error) =
+                            crate::retention::run(&store, &config, chrono::Utc::now()).await
+                        {
+                            tracing::warn!(%error, "cannot delete expired rows");
+                        }
+                    }
+                },
+            )
+        };
         // Reports: the first round runs at once, so a period missed while
         // the server was down is delivered on start.
         let reporting = if state.config.reports.enabled {
@@ -272,6 +291,11 @@ impl App {
             if let Err(error) = reporting_loop.await {
                 tracing::error!(%error, "the report scheduling task failed");
             }
+        }
+        let (stop_retention, retention_loop) = retention;
+        let _ = stop_retention.send(());
+        if let Err(error) = retention_loop.await {
+            tracing::error!(%error, "the retention task failed");
         }
         let (stop_polling, polling_loop) = polling;
         let _ = stop_polling.send(());

@@ -61,6 +61,12 @@ pub enum Command {
         #[command(subcommand)]
         command: keys::KeysCommand,
     },
+    /// Delete rows past their retention age now (the server also does this
+    /// hourly).
+    Retention {
+        #[command(subcommand)]
+        command: RetentionCommand,
+    },
     /// Export or erase a user's data (GDPR).
     Users {
         #[command(subcommand)]
@@ -165,6 +171,12 @@ pub enum PricingCommand {
     },
 }
 
+#[derive(Debug, clap::Subcommand)]
+pub enum RetentionCommand {
+    /// Delete every row past its configured age, in batches.
+    Run,
+}
+
 /// A command that failed, with a message fit for one line.
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
@@ -226,6 +238,17 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<(), CliError> {
             let result = keys::run(&store, command, out).await;
             store.close().await;
             result
+        }
+        Command::Retention {
+            command: RetentionCommand::Run,
+        } => {
+            let store = open_store(&config).await?;
+            let result = crate::retention::run(&store, &config.retention, chrono::Utc::now()).await;
+            store.close().await;
+            for (what, deleted) in result?.deleted {
+                writeln!(out, "Deleted {deleted} {} past retention.", what.as_str())?;
+            }
+            Ok(())
         }
         Command::Users { command } => {
             let store = open_store(&config).await?;

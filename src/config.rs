@@ -93,6 +93,7 @@ pub struct Config {
     pub webhooks: WebhooksConfig,
     pub credits: CreditsConfig,
     pub reports: ReportsConfig,
+    pub retention: RetentionConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -103,6 +104,23 @@ pub struct ReportsConfig {
     /// Scheduled reports write their files in folders under this one.
     pub folder: PathBuf,
     pub check_interval_seconds: u64,
+}
+
+/// How long rows are kept (days; unset keeps them forever), and how the
+/// background job deletes the rest.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionConfig {
+    pub usage_records_days: Option<u32>,
+    pub resolved_alerts_days: Option<u32>,
+    pub webhook_deliveries_days: Option<u32>,
+    pub audit_entries_days: Option<u32>,
+    pub interval_seconds: u64,
+    /// Rows per delete statement.
+    pub batch_size: u32,
+    /// Pause between batches, so requests are never queued behind a long
+    /// run of deletes.
+    pub pause_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -324,6 +342,24 @@ impl Config {
         }
         if self.database.max_connections == 0 {
             return invalid("database.max_connections: must be at least 1");
+        }
+        if self.retention.batch_size == 0 {
+            return invalid("retention.batch_size: must be at least 1");
+        }
+        for (name, days) in [
+            ("usage_records_days", self.retention.usage_records_days),
+            ("resolved_alerts_days", self.retention.resolved_alerts_days),
+            (
+                "webhook_deliveries_days",
+                self.retention.webhook_deliveries_days,
+            ),
+            ("audit_entries_days", self.retention.audit_entries_days),
+        ] {
+            if days == Some(0) {
+                return Err(ConfigError::Invalid(format!(
+                    "retention.{name}: must be at least 1 (leave it out to keep rows forever)"
+                )));
+            }
         }
         let usage = std::iter::once((
             "alerts.high_usage_usd".to_owned(),

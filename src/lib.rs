@@ -24,6 +24,7 @@ pub mod providers;
 pub mod query;
 pub mod recorder;
 pub mod reports;
+pub mod retention;
 pub mod rollup;
 pub mod store;
 pub mod telemetry;
