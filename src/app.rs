@@ -48,6 +48,11 @@ pub enum AppError {
     },
     #[error("the server failed: {0}")]
     Serve(std::io::Error),
+    #[error(
+        "refusing to listen on {0} without an admin credential: set TOLLGATE_ADMIN_TOKEN \
+         (or make an admin key with `tollgate keys create --role admin`), or listen on 127.0.0.1"
+    )]
+    Unprotected(std::net::SocketAddr),
 }
 
 /// A built server, bound and ready to run.
@@ -71,6 +76,17 @@ impl App {
         // Bind before starting the recorder: a second instance on the same
         // address fails here, before it touches the spool.
         let address = config.server.listen;
+        // Reachable from other machines, the API must have someone in charge.
+        if !address.ip().is_loopback()
+            && config.server.admin_token.is_none()
+            && !store
+                .list_keys(&crate::store::Scope::All, None)
+                .await?
+                .iter()
+                .any(|key| key.role == crate::keys::Role::Admin && key.revoked_at.is_none())
+        {
+            return Err(AppError::Unprotected(address));
+        }
         let listener = TcpListener::bind(address)
             .await
             .map_err(|source| AppError::Bind { address, source })?;

@@ -84,7 +84,7 @@ fn configuration_and_database_mistakes_are_one_line_errors() {
     )
     .unwrap();
     std::fs::write(folder.path().join("broken.toml"), "[server\n").unwrap();
-    let cases: [(&[&str], &str); 6] = [
+    let cases: [(&[&str], &str); 7] = [
         (
             &["--database-url", "mysql://db/x", "migrate"],
             "unsupported database URL",
@@ -104,6 +104,11 @@ fn configuration_and_database_mistakes_are_one_line_errors() {
             "cannot read config file",
         ),
         (&["serve", "--listen", "not-an-address"], "server.listen"),
+        // Reachable from other machines with nobody in charge: refused.
+        (
+            &["serve", "--listen", "0.0.0.0:0"],
+            "refusing to listen on 0.0.0.0:0 without an admin credential",
+        ),
     ];
     for (args, expected) in cases {
         assert_one_line_error(&tollgate(args, folder.path()), expected);
