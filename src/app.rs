@@ -5,7 +5,6 @@
 use std::future::Future;
 use std::sync::{Arc, OnceLock};
 
-use axum::serve::ListenerExt;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -53,12 +52,16 @@ pub enum AppError {
          (or make an admin key with `tollgate keys create --role admin`), or listen on 127.0.0.1"
     )]
     Unprotected(std::net::SocketAddr),
+    #[error(transparent)]
+    Tls(#[from] crate::listener::TlsError),
 }
 
 /// A built server, bound and ready to run.
 #[derive(Debug)]
 pub struct App {
     listener: TcpListener,
+    /// HTTPS, when a certificate and key are configured.
+    tls: Option<crate::listener::Acceptor>,
     state: AppState,
     recorder_task: RecorderTask,
     migrations: MigrationReport,
@@ -73,6 +76,12 @@ impl App {
         let migrations = store.migrate().await?;
         crate::analytics::after_migration(&store, &migrations, config.server.timezone).await?;
         let pricing = Arc::new(pricing_from_config(&config)?);
+        // A certificate that cannot be used stops the start, not the first
+        // client.
+        let tls = match (&config.server.tls_cert, &config.server.tls_key) {
+            (Some(certificate), Some(key)) => Some(crate::listener::acceptor(certificate, key)?),
+            _ => None,
+        };
         // Bind before starting the recorder: a second instance on the same
         // address fails here, before it touches the spool.
         let address = config.server.listen;
@@ -134,6 +143,7 @@ impl App {
         });
         Ok(App {
             listener,
+            tls,
             state,
             recorder_task,
             migrations,
@@ -168,6 +178,7 @@ impl App {
     {
         let App {
             listener,
+            tls,
             state,
             recorder_task,
             ledger_changed,
@@ -283,20 +294,27 @@ impl App {
             None
         };
         let router = http::router(state);
-        tracing::info!(address = %listener.local_addr().map_err(AppError::Serve)?, "serving");
-        // Without TCP_NODELAY, small writes (one SSE event each) wait on
-        // Nagle's algorithm against the client's delayed ACKs: tens of ms.
-        let listener = listener.tap_io(|connection| {
-            if let Err(error) = connection.set_nodelay(true) {
-                tracing::debug!(%error, "cannot set TCP_NODELAY");
+        tracing::info!(
+            address = %listener.local_addr().map_err(AppError::Serve)?,
+            https = tls.is_some(),
+            "serving"
+        );
+        let service = router.into_make_service_with_connect_info::<http::ClientAddress>();
+        let served = match tls {
+            Some(acceptor) => {
+                axum::serve(
+                    crate::listener::TlsListener::new(listener, acceptor),
+                    service,
+                )
+                .with_graceful_shutdown(shutdown)
+                .await
             }
-        });
-        let served = axum::serve(
-            listener,
-            router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-        )
-        .with_graceful_shutdown(shutdown)
-        .await;
+            None => {
+                axum::serve(crate::listener::PlainListener(listener), service)
+                    .with_graceful_shutdown(shutdown)
+                    .await
+            }
+        };
         // Exchanges whose clients hung up may still be running; they record
         // their usage before the recorder stops.
         tasks.close();

@@ -48,6 +48,12 @@ pub enum Command {
         /// Address to listen on, e.g. 127.0.0.1:8080; overrides TOLLGATE_LISTEN.
         #[arg(long, value_name = "ADDR")]
         listen: Option<String>,
+        /// PEM certificate chain for HTTPS; overrides TOLLGATE_TLS_CERT.
+        #[arg(long, value_name = "FILE")]
+        tls_cert: Option<String>,
+        /// PEM private key for HTTPS; overrides TOLLGATE_TLS_KEY.
+        #[arg(long, value_name = "FILE")]
+        tls_key: Option<String>,
     },
     /// Apply pending migrations and print what they created.
     Migrate,
@@ -217,12 +223,20 @@ pub fn load_config(cli: &Cli) -> Result<Config, ConfigError> {
             .push(("database.url".to_owned(), url.clone()));
     }
     if let Command::Serve {
-        listen: Some(listen),
+        listen,
+        tls_cert,
+        tls_key,
     } = &cli.command
     {
-        sources
-            .overrides
-            .push(("server.listen".to_owned(), listen.clone()));
+        for (key, value) in [
+            ("server.listen", listen),
+            ("server.tls_cert", tls_cert),
+            ("server.tls_key", tls_key),
+        ] {
+            if let Some(value) = value {
+                sources.overrides.push((key.to_owned(), value.clone()));
+            }
+        }
     }
     Config::load(&sources)
 }

@@ -21,6 +21,8 @@ pub const ENVIRONMENT: &[(&str, &str)] = &[
     ("DATABASE_URL", "database.url"),
     ("TOLLGATE_LISTEN", "server.listen"),
     ("TOLLGATE_ADMIN_TOKEN", "server.admin_token"),
+    ("TOLLGATE_TLS_CERT", "server.tls_cert"),
+    ("TOLLGATE_TLS_KEY", "server.tls_key"),
     ("TOLLGATE_TIMEZONE", "server.timezone"),
     ("TOLLGATE_LOG", "log.filter"),
     ("TOLLGATE_BUDGETS_FAIL_CLOSED", "budgets.fail_closed"),
@@ -176,6 +178,10 @@ pub struct BudgetsConfig {
 pub struct ServerConfig {
     pub listen: SocketAddr,
     pub admin_token: Option<Secret>,
+    /// PEM certificate chain and private key: with both, the server speaks
+    /// HTTPS only.
+    pub tls_cert: Option<std::path::PathBuf>,
+    pub tls_key: Option<std::path::PathBuf>,
     pub max_body_bytes: usize,
     pub timezone: chrono_tz::Tz,
 }
@@ -342,6 +348,9 @@ impl Config {
         }
         if self.database.max_connections == 0 {
             return invalid("database.max_connections: must be at least 1");
+        }
+        if self.server.tls_cert.is_some() != self.server.tls_key.is_some() {
+            return invalid("server.tls_cert and server.tls_key: give both, or neither");
         }
         if self.retention.batch_size == 0 {
             return invalid("retention.batch_size: must be at least 1");

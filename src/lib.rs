@@ -18,6 +18,7 @@ pub mod generate;
 pub mod http;
 pub mod ingest;
 pub mod keys;
+pub mod listener;
 pub mod money;
 pub mod pricing;
 pub mod providers;

@@ -4,8 +4,6 @@
 //! (`http::api_routes`); this middleware checks it and hands the handler a
 //! [`Caller`], whose scope every query then runs in.
 
-use std::net::SocketAddr;
-
 use axum::extract::{ConnectInfo, FromRequestParts, RawPathParams, Request, State};
 use axum::http::HeaderMap;
 use axum::http::header::AUTHORIZATION;
@@ -39,8 +37,8 @@ pub async fn authorize(
 ) -> Result<Response, ApiError> {
     let client = request
         .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|info| info.0.ip());
+        .get::<ConnectInfo<super::ClientAddress>>()
+        .map(|info| info.0.0.ip());
     let caller = match authenticate(&state, request.headers()).await {
         Ok(caller) => caller,
         Err(error) => {
