@@ -214,6 +214,34 @@ impl clap::ValueEnum for Provider {
     }
 }
 
+/// Appends a change made from the command line to the audit log, as
+/// `cli:<operating-system user>`. A failure to write it is reported; the
+/// change itself has been made.
+pub(crate) async fn audit(
+    store: &Store,
+    action: &str,
+    target: Option<String>,
+    org_id: Option<String>,
+) {
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("USERNAME"))
+        .unwrap_or_else(|_| "unknown".to_owned());
+    let entry = crate::audit::AuditEntry {
+        id: 0,
+        created_at: chrono::Utc::now(),
+        actor: format!("cli:{user}"),
+        org_id,
+        action: action.to_owned(),
+        target,
+        result: crate::audit::AuditResult::Ok,
+        client_addr: None,
+        details: serde_json::json!({ "via": "cli" }),
+    };
+    if let Err(error) = store.insert_audit(&entry).await {
+        tracing::error!(%error, action, "cannot write the audit log");
+    }
+}
+
 /// Loads settings from the file, the environment and the flags.
 pub fn load_config(cli: &Cli) -> Result<Config, ConfigError> {
     let mut sources = Sources::from_process_environment(cli.config.clone());

@@ -405,4 +405,16 @@ fn users_are_exported_as_json_and_erased_only_when_confirmed() {
         1,
         "only the header is left: {listed}"
     );
+    // The CLI's changes are in the audit log, the erased user only as a
+    // pseudonym.
+    let mut database = String::new();
+    for file in ["tollgate.db", "tollgate.db-wal"] {
+        if let Ok(bytes) = std::fs::read(folder.path().join(file)) {
+            database.push_str(&String::from_utf8_lossy(&bytes));
+        }
+    }
+    for action in ["key.create", "user.export", "user.delete"] {
+        assert!(database.contains(action), "{action} is audited");
+    }
+    assert!(database.contains("cli:"));
 }

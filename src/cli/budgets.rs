@@ -162,6 +162,13 @@ pub async fn run(
             } else if !store.update_budget(&Scope::All, &budget).await? {
                 return Err(CliError::Invalid(format!("no budget {}", budget.id)));
             }
+            let action = if created {
+                "budget.create"
+            } else {
+                "budget.update"
+            };
+            let target = Some(budget.id.to_string());
+            super::audit(store, action, target, Some(budget.org_id.clone())).await;
             writeln!(out, "{}", budget.id)?;
             tracing::info!(id = %budget.id, created, "budget saved");
         }
@@ -169,6 +176,7 @@ pub async fn run(
             if !store.delete_budget(&Scope::All, id).await? {
                 return Err(CliError::Invalid(format!("no budget {id}")));
             }
+            super::audit(store, "budget.delete", Some(id.to_string()), None).await;
             writeln!(out, "Deleted budget {id}.")?;
         }
         BudgetsCommand::Status { id } => {

@@ -82,6 +82,8 @@ pub async fn run(store: &Store, command: KeysCommand, out: &mut dyn Write) -> Re
                     },
                 )
                 .await?;
+            let target = Some(key.id.to_string());
+            super::audit(store, "key.create", target, Some(key.org_id.clone())).await;
             // The secret goes to standard output alone, so scripts can
             // capture it; everything else goes to standard error.
             writeln!(out, "{}", new_key.secret.expose())?;
@@ -112,6 +114,7 @@ pub async fn run(store: &Store, command: KeysCommand, out: &mut dyn Write) -> Re
         }
         KeysCommand::Revoke { id } => {
             if store.revoke_key(&Scope::All, id).await? {
+                super::audit(store, "key.revoke", Some(id.to_string()), None).await;
                 writeln!(out, "Revoked key {id}.")?;
             } else {
                 return Err(CliError::Invalid(format!("no active key with id {id}")));

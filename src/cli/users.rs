@@ -35,6 +35,8 @@ pub async fn run(
                 .user(&Scope::All, &id)
                 .await?
                 .ok_or_else(|| CliError::Invalid(format!("no user `{id}`")))?;
+            let target = Some(user.id.clone());
+            super::audit(store, "user.export", target, Some(user.org_id.clone())).await;
             let mut document =
                 Box::pin(crate::http::user_document(store, &Scope::All, &user).await?);
             while let Some(chunk) = document.next().await {
@@ -52,6 +54,7 @@ pub async fn run(
                 .erase_user(&Scope::All, &id)
                 .await?
                 .ok_or_else(|| CliError::Invalid(format!("no user `{id}`")))?;
+            super::audit(store, "user.delete", Some(erasure.pseudonym.clone()), None).await;
             writeln!(
                 out,
                 "Erased `{id}`: {} usage records, {} keys, {} budgets; {} audit entries now name {}.",
