@@ -73,7 +73,12 @@ pub enum Command {
         #[command(subcommand)]
         command: RetentionCommand,
     },
-    /// Export or erase a user's data (GDPR).
+    /// Make and list organizations.
+    Orgs {
+        #[command(subcommand)]
+        command: users::OrgsCommand,
+    },
+    /// Make and list users; export or erase a user's data (GDPR).
     Users {
         #[command(subcommand)]
         command: users::UsersCommand,
@@ -291,6 +296,12 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<(), CliError> {
                 writeln!(out, "Deleted {deleted} {} past retention.", what.as_str())?;
             }
             Ok(())
+        }
+        Command::Orgs { command } => {
+            let store = open_store(&config).await?;
+            let result = users::run_orgs(&store, command, out).await;
+            store.close().await;
+            result
         }
         Command::Users { command } => {
             let store = open_store(&config).await?;

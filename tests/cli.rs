@@ -418,3 +418,53 @@ fn users_are_exported_as_json_and_erased_only_when_confirmed() {
     }
     assert!(database.contains("cli:"));
 }
+
+#[test]
+fn orgs_and_users_are_made_and_listed() {
+    let folder = tempfile::TempDir::new().unwrap();
+    let created = tollgate(
+        &["orgs", "create", "acme", "--name", "Acme Corp"],
+        folder.path(),
+    );
+    assert!(created.status.success(), "{}", text(&created.stderr));
+    assert_one_line_error(
+        &tollgate(&["orgs", "create", "acme"], folder.path()),
+        "organization `acme` already exists",
+    );
+    let listed = text(&tollgate(&["orgs", "list"], folder.path()).stdout);
+    assert!(
+        listed.contains("Acme Corp") && listed.contains("default"),
+        "{listed}"
+    );
+    let user = tollgate(
+        &[
+            "users",
+            "create",
+            "bob",
+            "--org",
+            "acme",
+            "--email",
+            "bob@example.com",
+            "--role",
+            "org_admin",
+        ],
+        folder.path(),
+    );
+    assert!(user.status.success(), "{}", text(&user.stderr));
+    assert_one_line_error(
+        &tollgate(
+            &["users", "create", "eve", "--org", "nowhere"],
+            folder.path(),
+        ),
+        "no organization `nowhere`",
+    );
+    assert_one_line_error(
+        &tollgate(&["users", "create", " ", "--org", "acme"], folder.path()),
+        "id: must not be empty",
+    );
+    let users = text(&tollgate(&["users", "list", "--org", "acme"], folder.path()).stdout);
+    assert!(
+        users.contains("bob") && users.contains("org_admin") && users.contains("bob@example.com"),
+        "{users}"
+    );
+}
