@@ -580,6 +580,28 @@ async fn every_route_enforces_its_rule_and_the_callers_tenant(database: &TestDat
             rule.method
         );
     }
+    // Every kind of change is in the audit log, by whoever made it.
+    let (status, audit, text) = call(
+        &app,
+        ADMIN_TOKEN,
+        Method::GET,
+        "/api/v1/audit?limit=1000",
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{text}");
+    let entries = audit["data"].as_array().expect("a list");
+    for action in rules.iter().filter_map(|rule| rule.audit) {
+        for actor in ["admin-token", "key:"] {
+            assert!(
+                entries.iter().any(|entry| entry["action"] == action
+                    && entry["actor"]
+                        .as_str()
+                        .is_some_and(|who| who.starts_with(actor))),
+                "no `{action}` entry by {actor}: {text}"
+            );
+        }
+    }
     app.stop().await;
 }
 
@@ -1275,4 +1297,30 @@ async fn a_users_export_holds_everything_and_erasure_leaves_no_trace(database: &
         !traces(database, "user-a1").await.is_empty(),
         "the scan finds what is there"
     );
+}
+
+/// `sslmode` in the URL is honoured: with `require`, the server's
+/// connections to PostgreSQL are encrypted.
+#[tokio::test]
+async fn postgres_connections_use_tls_when_the_url_asks() {
+    let Some(database) = TestDatabase::postgres().await else {
+        return;
+    };
+    let url = format!("{}?sslmode=require", database.url);
+    let store = common::connect_store(&url).await;
+    store.working_roles().await.expect("a connection");
+    let admin = sqlx::PgPool::connect(&database.url).await.expect("connect");
+    let encrypted: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_stat_ssl JOIN pg_stat_activity USING (pid) \
+         WHERE datname = current_database() AND pid <> pg_backend_pid() AND ssl",
+    )
+    .fetch_one(&admin)
+    .await
+    .expect("pg_stat_ssl");
+    assert!(
+        encrypted >= 2,
+        "both pools' connections are encrypted: {encrypted}"
+    );
+    store.close().await;
+    admin.close().await;
 }
