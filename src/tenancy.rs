@@ -203,6 +203,16 @@ impl Caller {
         Ok(())
     }
 
+    /// Checks that the caller may change, revoke or erase something that
+    /// holds `role`: never above their own.
+    pub fn check_acts_on(&self, role: Role) -> Result<(), Denied> {
+        if self.role.includes(role) {
+            Ok(())
+        } else {
+            Err(denied(format!("a {} cannot change a {role}", self.role)))
+        }
+    }
+
     /// Checks a role change on `target`: never one's own, never above the
     /// caller's role, never of someone whose role is above the caller's.
     pub fn check_role_change(&self, target: &User, role: Role) -> Result<(), Denied> {

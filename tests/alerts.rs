@@ -367,7 +367,7 @@ async fn the_alerts_api_creates_lists_acknowledges_and_resolves() {
             acknowledged["status"].as_str(),
             acknowledged["acknowledged_by"].as_str()
         ),
-        (Some("acknowledged"), Some("dana"))
+        (Some("acknowledged"), Some("admin-token (dana)"))
     );
     let (_, listed) = admin(
         &app,

@@ -18,6 +18,7 @@ both_backends_with_database!(
     fields_a_caller_may_not_set_are_refused,
     every_change_is_audited_once_without_secrets,
     a_users_export_holds_everything_and_erasure_leaves_no_trace,
+    erasure_stays_in_its_organization,
 );
 
 /// Who calls, and what they must never see in a successful answer.
@@ -791,6 +792,114 @@ async fn fields_a_caller_may_not_set_are_refused(database: &TestDatabase) {
             ("olga".to_owned(), "org_admin".to_owned())
         ]
     );
+    // Nobody acts on a higher role, or mints keys that act as a peer.
+    admin(
+        &app,
+        Method::POST,
+        "/api/v1/users",
+        json!({"id": "root", "org_id": "org-a", "role": "admin"}),
+    )
+    .await;
+    let root_key = admin(
+        &app,
+        Method::POST,
+        "/api/v1/keys",
+        json!({"org_id": "org-a", "user_id": "root", "role": "admin"}),
+    )
+    .await["id"]
+        .as_str()
+        .expect("an id")
+        .to_owned();
+    for (method, path, body) in [
+        (
+            Method::PATCH,
+            "/api/v1/users/root".to_owned(),
+            Some(json!({"name": "x"})),
+        ),
+        (Method::DELETE, "/api/v1/users/root".to_owned(), None),
+        (Method::DELETE, format!("/api/v1/keys/{root_key}"), None),
+        (
+            Method::POST,
+            "/api/v1/keys".to_owned(),
+            Some(json!({"user_id": "ann"})),
+        ),
+    ] {
+        let (status, _, text) = call(&app, &olga, method.clone(), &path, body).await;
+        assert_eq!(status, 403, "{method} {path}: {text}");
+    }
+    // Demoting a user demotes their keys at once.
+    let (status, _, text) = call(
+        &app,
+        ADMIN_TOKEN,
+        Method::PATCH,
+        "/api/v1/users/olga",
+        Some(json!({"role": "member"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{text}");
+    let (status, _, text) = call(
+        &app,
+        &olga,
+        Method::POST,
+        "/api/v1/users",
+        Some(json!({"id": "late"})),
+    )
+    .await;
+    assert_eq!(
+        status, 403,
+        "a demoted org admin's key is a member's now: {text}"
+    );
+    app.stop().await;
+}
+
+/// Ingested records name users freely: erasing `sam` of one organization
+/// leaves another organization's `sam` alone.
+async fn erasure_stays_in_its_organization(database: &TestDatabase) {
+    let app = spawn_app(test_config(&database.url, &database.spool_dir(), &[])).await;
+    for org in ["org-x", "org-y"] {
+        admin(&app, Method::POST, "/api/v1/orgs", json!({"id": org})).await;
+    }
+    admin(
+        &app,
+        Method::POST,
+        "/api/v1/users",
+        json!({"id": "sam", "org_id": "org-x"}),
+    )
+    .await;
+    admin(
+        &app,
+        Method::POST,
+        "/api/v1/usage",
+        json!({"records": [usage("org-x", "sam"), usage("org-y", "sam")]}),
+    )
+    .await;
+    app.recorder.flush().await.expect("written");
+    let (status, erased, text) =
+        call(&app, ADMIN_TOKEN, Method::DELETE, "/api/v1/users/sam", None).await;
+    assert_eq!(
+        (status, erased["usage_records"].as_u64()),
+        (200, Some(1)),
+        "{text}"
+    );
+    let (_, left, text) = call(
+        &app,
+        ADMIN_TOKEN,
+        Method::GET,
+        "/api/v1/usage/records?org_id=org-y",
+        None,
+    )
+    .await;
+    assert_eq!(left["data"].as_array().map(Vec::len), Some(1), "{text}");
+    assert_eq!(left["data"][0]["user_id"], "sam");
+    let (_, stats, _) = call(
+        &app,
+        ADMIN_TOKEN,
+        Method::GET,
+        "/api/v1/usage/stats?org_id=org-y&user_id=sam",
+        None,
+    )
+    .await;
+    assert_eq!(stats["total_requests"], 1, "{stats}");
     app.stop().await;
 }
 

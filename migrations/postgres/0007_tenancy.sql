@@ -78,8 +78,9 @@ CREATE POLICY tenant ON ai_model_performance USING (
     OR (org_id = (SELECT current_setting('tollgate.org', true))
         AND (SELECT current_setting('tollgate.role', true) = 'org_admin')));
 
--- Alerts and budgets: members read their organization's (budgets: not
--- another user's); organization administrators change them.
+-- Alerts and budgets: members read their organization's (budgets: the
+-- organization-wide ones and their own, not those on another user or on a
+-- key); organization administrators change them.
 CREATE POLICY read ON ai_usage_alerts FOR SELECT USING (
     (SELECT current_setting('tollgate.role', true) IN ('system', 'admin'))
     OR org_id = (SELECT current_setting('tollgate.org', true)));
@@ -92,7 +93,7 @@ CREATE POLICY read ON ai_usage_budgets FOR SELECT USING (
     (SELECT current_setting('tollgate.role', true) IN ('system', 'admin'))
     OR (org_id = (SELECT current_setting('tollgate.org', true))
         AND ((SELECT current_setting('tollgate.role', true) = 'org_admin')
-             OR user_id IS NULL
+             OR (user_id IS NULL AND api_key_id IS NULL)
              OR user_id = (SELECT nullif(current_setting('tollgate.user', true), '')))));
 CREATE POLICY manage ON ai_usage_budgets USING (
     (SELECT current_setting('tollgate.role', true) IN ('system', 'admin'))

@@ -12,14 +12,16 @@ BEGIN
     EXECUTE format($function$
         CREATE FUNCTION %1$I.tollgate_expire_audit(before TIMESTAMPTZ, batch INTEGER)
         RETURNS BIGINT
-        LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $body$
+        LANGUAGE plpgsql SECURITY DEFINER
+        SET search_path = pg_catalog, pg_temp
+        SET tollgate.role = 'system'
+        AS $body$
         DECLARE
             deleted BIGINT;
         BEGIN
             IF before IS NULL OR batch IS NULL OR batch < 1 THEN
                 RAISE EXCEPTION 'a time and a positive batch size are needed';
             END IF;
-            PERFORM set_config('tollgate.role', 'system', true);
             DELETE FROM %1$I.audit_log WHERE id IN (
                 SELECT id FROM %1$I.audit_log WHERE created_at < before ORDER BY created_at LIMIT batch);
             GET DIAGNOSTICS deleted = ROW_COUNT;

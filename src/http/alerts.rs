@@ -234,10 +234,12 @@ fn actor(caller: &Caller, body: &Bytes) -> Result<String, ApiError> {
     }
     let by: By =
         serde_json::from_slice(body).map_err(|error| ApiError::invalid("by", error.to_string()))?;
-    Ok(by
-        .by
-        .filter(|by| !by.trim().is_empty())
-        .unwrap_or_else(|| caller.actor()))
+    // The actor is always the caller; a name they give is kept beside it,
+    // never instead of it.
+    Ok(match by.by.filter(|by| !by.trim().is_empty()) {
+        Some(by) => format!("{} ({by})", caller.actor()),
+        None => caller.actor(),
+    })
 }
 
 async fn change(

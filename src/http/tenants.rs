@@ -229,6 +229,7 @@ pub async fn update_user(
         ));
     }
     let mut user = find_user(&state, &caller, &id).await?;
+    caller.check_acts_on(user.role)?;
     if let Some(role) = change.role
         && role != user.role
     {
@@ -249,6 +250,8 @@ pub async fn update_user(
     if !state.store.update_user(&caller.scope(), &user).await? {
         return Err(ApiError::NotFound(format!("no user `{id}`")));
     }
+    // Their keys' roles follow the user's.
+    state.authenticator.forget_all();
     let target = AuditTarget {
         id: user.id.clone(),
         org_id: Some(user.org_id.clone()),
@@ -340,6 +343,17 @@ pub async fn create_key(
                 format!("no user `{user_id}` in `{org_id}`"),
             ));
         }
+        // Keys for someone else only for roles below the caller's: an org
+        // admin cannot mint keys that act as a peer.
+        if !caller.is_admin()
+            && caller.user_id.as_deref() != Some(user.id.as_str())
+            && (user.role == caller.role || !caller.role.includes(user.role))
+        {
+            return Err(ApiError::Forbidden(format!(
+                "keys for `{user_id}` ({}) can only be made by a higher role",
+                user.role
+            )));
+        }
         if !user.role.includes(role) {
             return Err(ApiError::Forbidden(format!(
                 "user `{user_id}` has the {} role; their keys cannot be {role}",
@@ -388,6 +402,12 @@ pub async fn revoke_key(
 ) -> Result<Json<Value>, ApiError> {
     let not_found = || ApiError::NotFound(format!("no active key `{id}`"));
     let key_id = Uuid::parse_str(&id).map_err(|_| not_found())?;
+    let key = state
+        .store
+        .key(&caller.scope(), key_id)
+        .await?
+        .ok_or_else(not_found)?;
+    caller.check_acts_on(key.role)?;
     if !state.store.revoke_key(&caller.scope(), key_id).await? {
         return Err(not_found());
     }
@@ -453,9 +473,9 @@ pub async fn user_document(
         .filter(|budget| budget.scope.user_id.as_deref() == Some(user.id.as_str()))
         .map(BudgetView::from)
         .collect();
-    // The entries about them, in their organization (members read no
-    // audit log otherwise).
-    let audit_entries = store
+    // The entries about them (`user.*` in their organization); a member
+    // exporting themselves does not see who acted or from where.
+    let mut audit_entries = store
         .audit_entries(&AuditFilter {
             target: Some(user.id.clone()),
             limit: 10_000,
@@ -465,6 +485,13 @@ pub async fn user_document(
             ..AuditFilter::default()
         })
         .await?;
+    audit_entries.retain(|entry| entry.action.starts_with("user."));
+    if matches!(scope, Scope::User { .. }) {
+        for entry in &mut audit_entries {
+            entry.client_addr = None;
+            entry.actor = "redacted".to_owned();
+        }
+    }
     let head = json!({
         "object": "user.export",
         "exported_at": Utc::now().trunc_subsecs(6),
@@ -519,6 +546,8 @@ pub async fn delete_user(
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<(AuditTarget, Json<Value>), ApiError> {
+    let user = find_user(&state, &caller, &id).await?;
+    caller.check_acts_on(user.role)?;
     let Some(erasure) = state.store.erase_user(&caller.scope(), &id).await? else {
         return Err(ApiError::NotFound(format!("no user `{id}`")));
     };

@@ -17,6 +17,7 @@ const AUDIT: Tenancy = Tenancy {
     org: "org_id",
     user: None,
     members_see_org_rows: false,
+    key: None,
 };
 
 const COLUMNS: &str = "SELECT id, created_at, actor, org_id, action, target, result, client_addr, details FROM audit_log WHERE 1 = 1";

@@ -130,7 +130,44 @@ impl Store {
     }
 
     /// The key with this hash, revoked or not.
+    /// Its role is capped at its user's current role, so demoting a user
+    /// demotes their keys.
     pub async fn key_by_hash(&self, hash: &KeyHash) -> Result<Option<ApiKey>, StoreError> {
+        let Some(mut key) = self.stored_key_by_hash(hash).await? else {
+            return Ok(None);
+        };
+        if let Some(user_id) = &key.user_id {
+            let user_role: Option<String> = match self {
+                Store::Sqlite(store) => {
+                    sqlx::query_scalar("SELECT role FROM users WHERE id = ? AND org_id = ?")
+                        .bind(user_id)
+                        .bind(&key.org_id)
+                        .fetch_optional(&store.reader)
+                        .await?
+                }
+                Store::Postgres(store) => {
+                    sqlx::query_scalar("SELECT role FROM users WHERE id = $1 AND org_id = $2")
+                        .bind(user_id)
+                        .bind(&key.org_id)
+                        .fetch_optional(&store.pool)
+                        .await?
+                }
+            };
+            // A key whose user is gone keeps nothing above member.
+            let user_role = match user_role {
+                Some(role) => role
+                    .parse::<Role>()
+                    .map_err(|error| StoreError::Corrupt(error.to_string()))?,
+                None => Role::Member,
+            };
+            if !user_role.includes(key.role) {
+                key.role = user_role;
+            }
+        }
+        Ok(Some(key))
+    }
+
+    async fn stored_key_by_hash(&self, hash: &KeyHash) -> Result<Option<ApiKey>, StoreError> {
         match self {
             Store::Sqlite(store) => {
                 let row: Option<SqliteKeyRow> = sqlx::query_as(

@@ -86,6 +86,8 @@ pub(super) struct Tenancy {
     /// Whether members read the organization's rows that belong to no user
     /// (alerts, org-wide budgets), or only their own.
     pub members_see_org_rows: bool,
+    /// A key column that also makes a row someone's own (budgets on a key).
+    pub key: Option<&'static str>,
 }
 
 /// The ledger and its per-user rollups: members see their own rows.
@@ -93,6 +95,7 @@ pub(super) const USAGE: Tenancy = Tenancy {
     org: "org_id",
     user: Some("user_id"),
     members_see_org_rows: false,
+    key: None,
 };
 
 /// Per-organization rollups with no user dimension: members see none.
@@ -100,6 +103,7 @@ pub(super) const ORG_ROLLUP: Tenancy = Tenancy {
     org: "org_id",
     user: None,
     members_see_org_rows: false,
+    key: None,
 };
 
 /// Alerts: members read their organization's.
@@ -107,6 +111,7 @@ pub(super) const ALERTS: Tenancy = Tenancy {
     org: "org_id",
     user: None,
     members_see_org_rows: true,
+    key: None,
 };
 
 /// Budgets: members read their organization's and their own, not another
@@ -115,6 +120,7 @@ pub(super) const BUDGETS: Tenancy = Tenancy {
     org: "org_id",
     user: Some("user_id"),
     members_see_org_rows: true,
+    key: Some("api_key_id"),
 };
 
 /// Gateway keys: members see their own.
@@ -125,6 +131,7 @@ pub(super) const USERS: Tenancy = Tenancy {
     org: "org_id",
     user: Some("id"),
     members_see_org_rows: false,
+    key: None,
 };
 
 /// Organizations: everyone sees their own.
@@ -132,6 +139,7 @@ pub(super) const ORGS: Tenancy = Tenancy {
     org: "id",
     user: None,
     members_see_org_rows: true,
+    key: None,
 };
 
 /// Appends ` AND …` conditions confining a query to the scope. Column names
@@ -157,8 +165,14 @@ where
                 .push_bind(org_id.clone());
             match (tenancy.user, tenancy.members_see_org_rows) {
                 (Some(column), true) => {
+                    // Organization-wide rows are those on no user (and,
+                    // for budgets, on no key: a key's spend is its user's).
+                    let key = tenancy
+                        .key
+                        .map(|key| format!(" AND {key} IS NULL"))
+                        .unwrap_or_default();
                     query
-                        .push(format_args!(" AND ({column} IS NULL OR {column} = "))
+                        .push(format_args!(" AND (({column} IS NULL{key}) OR {column} = "))
                         .push_bind(user_id.clone())
                         .push(")");
                 }
@@ -199,7 +213,10 @@ mod tests {
         assert!(sql(&Scope::All, USAGE).ends_with("WHERE TRUE"));
         assert!(sql(&org, USAGE).ends_with("AND org_id = ?"));
         assert!(sql(&user, USAGE).ends_with("AND org_id = ? AND user_id = ?"));
-        assert!(sql(&user, BUDGETS).ends_with("AND (user_id IS NULL OR user_id = ?)"));
+        assert!(
+            sql(&user, BUDGETS)
+                .ends_with("AND ((user_id IS NULL AND api_key_id IS NULL) OR user_id = ?)")
+        );
         assert!(sql(&user, ORG_ROLLUP).ends_with("AND 1 = 0"));
         assert!(sql(&user, ALERTS).ends_with("AND org_id = ?"));
         assert!(sql(&user, ORGS).ends_with("AND id = ?"));

@@ -302,19 +302,25 @@ pub struct Erasure {
 /// rollups and spend buckets keep their totals under the pseudonym (`$2`).
 /// Budgets on the user or on their keys go (their leases and events
 /// cascade), then the keys, then the user.
-const ERASE_RECORDS: &str = "DELETE FROM ai_provider_usage WHERE user_id = $1";
+/// Every statement is confined to the user's organization (`$3`): ingested
+/// records name users freely, so another organization may have a user of
+/// the same name.
+const ERASE_RECORDS: &str = "DELETE FROM ai_provider_usage WHERE user_id = $1 AND org_id = $3";
 const ANONYMIZE: [&str; 4] = [
-    "UPDATE ai_usage_daily SET user_id = $2 WHERE user_id = $1",
-    "UPDATE ai_usage_hourly SET user_id = $2 WHERE user_id = $1",
-    "UPDATE ai_usage_daily_tags SET user_id = $2 WHERE user_id = $1",
-    "UPDATE ai_budget_spend SET user_id = $2 WHERE user_id = $1",
+    "UPDATE ai_usage_daily SET user_id = $2 WHERE user_id = $1 AND org_id = $3",
+    "UPDATE ai_usage_hourly SET user_id = $2 WHERE user_id = $1 AND org_id = $3",
+    "UPDATE ai_usage_daily_tags SET user_id = $2 WHERE user_id = $1 AND org_id = $3",
+    "UPDATE ai_budget_spend SET user_id = $2 WHERE user_id = $1 AND org_id = $3",
 ];
-const ERASE_BUDGETS: &str = "DELETE FROM ai_usage_budgets WHERE user_id = $1 \
-     OR api_key_id IN (SELECT id FROM api_keys WHERE user_id = $1)";
-const ERASE_KEYS: &str = "DELETE FROM api_keys WHERE user_id = $1";
-const ERASE_USER: &str = "DELETE FROM users WHERE id = $1";
-/// SQLite; PostgreSQL calls `tollgate_erase_audit_subject` (migration 0008).
-const ERASE_AUDIT_SQLITE: &str = "UPDATE audit_log SET target = $2 WHERE target = $1";
+const ERASE_BUDGETS: &str = "DELETE FROM ai_usage_budgets WHERE org_id = $3 AND (user_id = $1 \
+     OR api_key_id IN (SELECT id FROM api_keys WHERE user_id = $1 AND org_id = $3))";
+const ERASE_KEYS: &str = "DELETE FROM api_keys WHERE user_id = $1 AND org_id = $3";
+const ERASE_USER: &str = "DELETE FROM users WHERE id = $1 AND org_id = $3";
+/// SQLite; PostgreSQL calls `tollgate_erase_audit_subject` (migration
+/// 0008). Only the entries about the user (`user.*` actions in their
+/// organization) are rewritten.
+const ERASE_AUDIT_SQLITE: &str = "UPDATE audit_log SET target = $2 \
+     WHERE target = $1 AND org_id = $3 AND action LIKE 'user.%'";
 
 impl Store {
     /// Erases a user the scope manages: their usage records and keys, the
@@ -333,7 +339,10 @@ impl Store {
             Store::Sqlite(store) => {
                 let mut transaction = store.writer.begin().await?;
                 let run = |statement: &'static str| {
-                    sqlx::query(statement).bind(id).bind(pseudonym.clone())
+                    sqlx::query(statement)
+                        .bind(id)
+                        .bind(pseudonym.clone())
+                        .bind(user.org_id.clone())
                 };
                 let usage_records = run(ERASE_RECORDS)
                     .execute(&mut *transaction)
@@ -370,7 +379,10 @@ impl Store {
                 // the owner's function.
                 let mut transaction = store.pool.begin().await?;
                 let run = |statement: &'static str| {
-                    sqlx::query(statement).bind(id).bind(pseudonym.clone())
+                    sqlx::query(statement)
+                        .bind(id)
+                        .bind(pseudonym.clone())
+                        .bind(user.org_id.clone())
                 };
                 let usage_records = run(ERASE_RECORDS)
                     .execute(&mut *transaction)
@@ -389,9 +401,10 @@ impl Store {
                     .rows_affected();
                 run(ERASE_USER).execute(&mut *transaction).await?;
                 let audit_entries: i64 =
-                    sqlx::query_scalar("SELECT tollgate_erase_audit_subject($1, $2)")
+                    sqlx::query_scalar("SELECT tollgate_erase_audit_subject($1, $2, $3)")
                         .bind(id)
                         .bind(&pseudonym)
+                        .bind(&user.org_id)
                         .fetch_one(&mut *transaction)
                         .await?;
                 transaction.commit().await?;
