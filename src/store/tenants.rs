@@ -335,72 +335,50 @@ impl Store {
             return Err(StoreError::OutOfScope);
         }
         let pseudonym = format!("erased-{}", uuid::Uuid::now_v7().simple());
-        let erasure = match self {
-            Store::Sqlite(store) => {
-                let mut transaction = store.writer.begin().await?;
+        // The same statements on either backend's transaction; only the
+        // audit step differs. Counts: (records, budgets, keys).
+        macro_rules! erase_in {
+            ($transaction:expr) => {{
                 let run = |statement: &'static str| {
                     sqlx::query(statement)
                         .bind(id)
                         .bind(pseudonym.clone())
                         .bind(user.org_id.clone())
                 };
-                let usage_records = run(ERASE_RECORDS)
-                    .execute(&mut *transaction)
-                    .await?
-                    .rows_affected();
+                let records = run(ERASE_RECORDS).execute(&mut *$transaction).await?;
                 for statement in ANONYMIZE {
-                    run(statement).execute(&mut *transaction).await?;
+                    run(statement).execute(&mut *$transaction).await?;
                 }
-                let budgets = run(ERASE_BUDGETS)
+                let budgets = run(ERASE_BUDGETS).execute(&mut *$transaction).await?;
+                let keys = run(ERASE_KEYS).execute(&mut *$transaction).await?;
+                run(ERASE_USER).execute(&mut *$transaction).await?;
+                (
+                    records.rows_affected(),
+                    budgets.rows_affected(),
+                    keys.rows_affected(),
+                )
+            }};
+        }
+        let (usage_records, budgets, keys, audit_entries) = match self {
+            Store::Sqlite(store) => {
+                let mut transaction = store.writer.begin().await?;
+                let (records, budgets, keys) = erase_in!(transaction);
+                let audit = sqlx::query(ERASE_AUDIT_SQLITE)
+                    .bind(id)
+                    .bind(&pseudonym)
+                    .bind(&user.org_id)
                     .execute(&mut *transaction)
-                    .await?
-                    .rows_affected();
-                let keys = run(ERASE_KEYS)
-                    .execute(&mut *transaction)
-                    .await?
-                    .rows_affected();
-                run(ERASE_USER).execute(&mut *transaction).await?;
-                let audit_entries = run(ERASE_AUDIT_SQLITE)
-                    .execute(&mut *transaction)
-                    .await?
-                    .rows_affected();
+                    .await?;
                 transaction.commit().await?;
-                Erasure {
-                    pseudonym: pseudonym.clone(),
-                    usage_records,
-                    keys,
-                    budgets,
-                    audit_entries,
-                }
+                (records, budgets, keys, audit.rows_affected())
             }
             Store::Postgres(store) => {
                 // The server's own transaction: the caller's right to erase
                 // was checked above, and the audit log changes only through
                 // the owner's function.
                 let mut transaction = store.pool.begin().await?;
-                let run = |statement: &'static str| {
-                    sqlx::query(statement)
-                        .bind(id)
-                        .bind(pseudonym.clone())
-                        .bind(user.org_id.clone())
-                };
-                let usage_records = run(ERASE_RECORDS)
-                    .execute(&mut *transaction)
-                    .await?
-                    .rows_affected();
-                for statement in ANONYMIZE {
-                    run(statement).execute(&mut *transaction).await?;
-                }
-                let budgets = run(ERASE_BUDGETS)
-                    .execute(&mut *transaction)
-                    .await?
-                    .rows_affected();
-                let keys = run(ERASE_KEYS)
-                    .execute(&mut *transaction)
-                    .await?
-                    .rows_affected();
-                run(ERASE_USER).execute(&mut *transaction).await?;
-                let audit_entries: i64 =
+                let (records, budgets, keys) = erase_in!(transaction);
+                let audit: i64 =
                     sqlx::query_scalar("SELECT tollgate_erase_audit_subject($1, $2, $3)")
                         .bind(id)
                         .bind(&pseudonym)
@@ -408,14 +386,15 @@ impl Store {
                         .fetch_one(&mut *transaction)
                         .await?;
                 transaction.commit().await?;
-                Erasure {
-                    pseudonym: pseudonym.clone(),
-                    usage_records,
-                    keys,
-                    budgets,
-                    audit_entries: u64::try_from(audit_entries).unwrap_or(0),
-                }
+                (records, budgets, keys, u64::try_from(audit).unwrap_or(0))
             }
+        };
+        let erasure = Erasure {
+            pseudonym,
+            usage_records,
+            keys,
+            budgets,
+            audit_entries,
         };
         Ok(Some(erasure))
     }
