@@ -121,8 +121,7 @@ impl Store {
                         .await?;
                 rows.into_iter()
                     .map(|row| {
-                        let created_at = DateTime::from_timestamp_micros(row.1)
-                            .ok_or_else(|| StoreError::Corrupt(format!("audit time {}", row.1)))?;
+                        let created_at = super::keys::micros(row.1)?;
                         let details = serde_json::from_str(&row.8).map_err(|error| {
                             StoreError::Corrupt(format!("audit details: {error}"))
                         })?;

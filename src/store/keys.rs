@@ -342,7 +342,9 @@ impl CommonKeyColumns {
     }
 }
 
-fn micros(value: i64) -> Result<DateTime<Utc>, StoreError> {
+/// SQLite's INTEGER microseconds as a time (shared with `tenants` and
+/// `audit`).
+pub(super) fn micros(value: i64) -> Result<DateTime<Utc>, StoreError> {
     DateTime::from_timestamp_micros(value)
         .ok_or_else(|| StoreError::Corrupt(format!("timestamp {value}")))
 }

@@ -3,6 +3,7 @@
 use chrono::{DateTime, Utc};
 use sqlx::{Postgres, QueryBuilder, Sqlite};
 
+use super::keys::micros;
 use super::scope::{self, Scope};
 use super::{Store, StoreError};
 use crate::keys::Role;
@@ -279,11 +280,6 @@ impl<T> UserRow<T> {
             created_at,
         })
     }
-}
-
-fn micros(value: i64) -> Result<DateTime<Utc>, StoreError> {
-    DateTime::from_timestamp_micros(value)
-        .ok_or_else(|| StoreError::Corrupt(format!("timestamp {value}")))
 }
 
 /// What erasing a user removed.
