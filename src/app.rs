@@ -54,6 +54,8 @@ pub enum AppError {
     Unprotected(std::net::SocketAddr),
     #[error(transparent)]
     Tls(#[from] crate::listener::TlsError),
+    #[error("cannot make a session secret: {0}")]
+    Randomness(#[from] crate::keys::RandomnessError),
 }
 
 /// A built server, bound and ready to run.
@@ -130,6 +132,10 @@ impl App {
             store.clone(),
             Duration::from_secs(config.gateway.key_cache_seconds),
         ));
+        let sessions = crate::session::Sessions::new(
+            config.dashboard.session_secret.as_ref(),
+            chrono::TimeDelta::hours(i64::from(config.dashboard.session_hours)),
+        )?;
         let state = AppState::new(Services {
             store,
             recorder,
@@ -139,6 +145,7 @@ impl App {
             authenticator,
             budgets,
             failed_logins: http::FailedLogins::default(),
+            sessions,
             tasks: TaskTracker::new(),
         });
         Ok(App {

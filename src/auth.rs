@@ -71,7 +71,12 @@ impl Authenticator {
         if !looks_like_key(token) {
             return Err(AuthError::Invalid);
         }
-        let hash = KeyHash::of(token);
+        self.key_with_hash(KeyHash::of(token)).await
+    }
+
+    /// The live key with this stored hash (a dashboard session names its
+    /// key so).
+    pub async fn key_with_hash(&self, hash: KeyHash) -> Result<ApiKey, AuthError> {
         let cached = self.fresh(&hash);
         if let Some((key, fetched)) = &cached
             && fetched.elapsed() < self.ttl

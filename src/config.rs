@@ -29,6 +29,8 @@ pub const ENVIRONMENT: &[(&str, &str)] = &[
     ("TOLLGATE_ALERTS_ENABLED", "alerts.enabled"),
     ("TOLLGATE_WEBHOOK_ALLOW_PRIVATE", "webhooks.allow_private"),
     ("TOLLGATE_REPORTS_FOLDER", "reports.folder"),
+    ("TOLLGATE_SESSION_SECRET", "dashboard.session_secret"),
+    ("TOLLGATE_DASHBOARD_DIR", "dashboard.assets_dir"),
     (
         "OPENROUTER_MANAGEMENT_KEY",
         "providers.openrouter.management_key",
@@ -96,6 +98,17 @@ pub struct Config {
     pub credits: CreditsConfig,
     pub reports: ReportsConfig,
     pub retention: RetentionConfig,
+    pub dashboard: DashboardConfig,
+}
+
+/// The dashboard at `/admin/ai-usage`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DashboardConfig {
+    pub session_hours: u32,
+    pub session_secret: Option<Secret>,
+    /// Serve the files from here instead of the built-in copies.
+    pub assets_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -351,6 +364,9 @@ impl Config {
         }
         if self.server.tls_cert.is_some() != self.server.tls_key.is_some() {
             return invalid("server.tls_cert and server.tls_key: give both, or neither");
+        }
+        if self.dashboard.session_hours == 0 {
+            return invalid("dashboard.session_hours: must be at least 1");
         }
         if self.retention.batch_size == 0 {
             return invalid("retention.batch_size: must be at least 1");

@@ -67,6 +67,12 @@ impl KeyHash {
         KeyHash(hex(&digest))
     }
 
+    /// A hash as stored or carried (a session names its key by it); a
+    /// string that is no key's hash simply matches no key.
+    pub fn from_stored(hash: &str) -> KeyHash {
+        KeyHash(hash.to_owned())
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -80,7 +86,7 @@ pub struct RandomnessError(String);
 /// Makes a new random key.
 pub fn generate() -> Result<NewKey, RandomnessError> {
     let mut bytes = [0_u8; KEY_BYTES];
-    getrandom::fill(&mut bytes).map_err(|error| RandomnessError(error.to_string()))?;
+    fill_random(&mut bytes)?;
     let secret = format!("{KEY_PREFIX}{}", hex(&bytes));
     let key_prefix = secret.chars().take(KEY_PREFIX.len() + 6).collect();
     Ok(NewKey {
@@ -88,6 +94,11 @@ pub fn generate() -> Result<NewKey, RandomnessError> {
         secret: Secret::new(secret),
         key_prefix,
     })
+}
+
+/// Fills `bytes` from the operating system's random source.
+pub fn fill_random(bytes: &mut [u8]) -> Result<(), RandomnessError> {
+    getrandom::fill(bytes).map_err(|error| RandomnessError(error.to_string()))
 }
 
 /// Whether a presented token looks like a gateway key at all (cheap check
@@ -100,7 +111,8 @@ pub fn looks_like_key(token: &str) -> bool {
             .all(|byte| byte.is_ascii_hexdigit())
 }
 
-fn hex(bytes: &[u8]) -> String {
+/// Lower-case hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut text = String::with_capacity(bytes.len() * 2);
     for byte in bytes {

@@ -27,6 +27,7 @@ pub mod recorder;
 pub mod reports;
 pub mod retention;
 pub mod rollup;
+pub mod session;
 pub mod store;
 pub mod telemetry;
 pub mod tenancy;

@@ -83,6 +83,18 @@ pub struct Call<'a> {
     pub client: Option<IpAddr>,
 }
 
+/// Records a failed login from `client` (at most once a minute per address).
+pub async fn failed_login(state: &AppState, client: Option<IpAddr>) {
+    let call = Call {
+        caller: None,
+        action: "auth.failed",
+        target: None,
+        status: 401,
+        client,
+    };
+    record(state, call).await;
+}
+
 /// Appends the call's entry. A failure to write it is logged and counted;
 /// the call itself has already happened.
 pub async fn record(state: &AppState, call: Call<'_>) {

@@ -5,17 +5,22 @@
 //! [`Caller`], whose scope every query then runs in.
 
 use axum::extract::{ConnectInfo, FromRequestParts, RawPathParams, Request, State};
-use axum::http::HeaderMap;
-use axum::http::header::AUTHORIZATION;
+use axum::http::header::{AUTHORIZATION, COOKIE};
+use axum::http::{HeaderMap, Method};
 use axum::middleware::Next;
 use axum::response::Response;
+use chrono::Utc;
 use sha2::{Digest, Sha256};
 
 use super::audit::{self, AuditTarget};
 use super::{ApiError, AppState, RouteRule};
 use crate::keys::looks_like_key;
+use crate::session::{self, Session, Subject};
 use crate::store::RecordFilter;
 use crate::tenancy::Caller;
+
+/// The header a change made through a dashboard session carries.
+pub const CSRF_HEADER: &str = "x-csrf-token";
 
 /// The bearer token of a request, if it sent one.
 fn bearer(headers: &HeaderMap) -> Option<&str> {
@@ -39,18 +44,11 @@ pub async fn authorize(
         .extensions()
         .get::<ConnectInfo<super::ClientAddress>>()
         .map(|info| info.0.0.ip());
-    let caller = match authenticate(&state, request.headers()).await {
+    let caller = match authenticate(&state, request.method(), request.headers()).await {
         Ok(caller) => caller,
         Err(error) => {
             if matches!(error, ApiError::Unauthorized(_)) {
-                let call = audit::Call {
-                    caller: None,
-                    action: "auth.failed",
-                    target: None,
-                    status: 401,
-                    client,
-                };
-                audit::record(&state, call).await;
+                audit::failed_login(&state, client).await;
             }
             return Err(error);
         }
@@ -98,10 +96,53 @@ pub async fn authorize(
     Ok(response)
 }
 
-async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Caller, ApiError> {
-    let presented = bearer(headers).ok_or(ApiError::Unauthorized(
-        "missing API key: send `Authorization: Bearer <token>`",
-    ))?;
+/// Who is calling: a bearer token (key or admin token) or, failing that, a
+/// dashboard session cookie. A change made through a session must carry
+/// the session's CSRF token in `X-CSRF-Token`.
+async fn authenticate(
+    state: &AppState,
+    method: &Method,
+    headers: &HeaderMap,
+) -> Result<Caller, ApiError> {
+    if let Some(presented) = bearer(headers) {
+        return authenticate_token(state, presented).await;
+    }
+    let Some(token) = session_cookie(headers) else {
+        return Err(ApiError::Unauthorized(
+            "missing API key: send `Authorization: Bearer <token>`",
+        ));
+    };
+    let session = state
+        .sessions
+        .open(token, state.config.server.admin_token.as_ref(), Utc::now())
+        .map_err(|_| ApiError::Unauthorized("the dashboard session is not valid; log in again"))?;
+    if !method.is_safe() {
+        check_csrf(state, &session, headers)?;
+    }
+    session_caller(state, &session).await
+}
+
+/// Refuses a change through `session` that does not carry its CSRF token.
+pub fn check_csrf(
+    state: &AppState,
+    session: &Session,
+    headers: &HeaderMap,
+) -> Result<(), ApiError> {
+    let presented = headers
+        .get(CSRF_HEADER)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or_default();
+    if state.sessions.check_csrf(session, presented) {
+        Ok(())
+    } else {
+        Err(ApiError::Forbidden(
+            "missing or invalid CSRF token: send the session's `X-CSRF-Token`".to_owned(),
+        ))
+    }
+}
+
+/// The caller a bearer token names.
+pub async fn authenticate_token(state: &AppState, presented: &str) -> Result<Caller, ApiError> {
     if looks_like_key(presented) {
         let key = state.authenticator.gateway_key(Some(presented)).await?;
         return Ok(Caller::from_key(&key));
@@ -112,6 +153,31 @@ async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Caller, A
         }
         _ => Err(ApiError::Unauthorized("invalid API key")),
     }
+}
+
+/// The caller behind an open session, checked anew: a revoked key or a
+/// demoted user ends or narrows the session at once.
+pub async fn session_caller(state: &AppState, session: &Session) -> Result<Caller, ApiError> {
+    match &session.subject {
+        Subject::Key(hash) => {
+            let key = state.authenticator.key_with_hash(hash.clone()).await?;
+            Ok(Caller::from_key(&key))
+        }
+        Subject::AdminToken => Ok(Caller::bootstrap_admin()),
+    }
+}
+
+/// The session cookie's value, if the request carries one.
+pub fn session_cookie(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == session::COOKIE)
+        .map(|(_, value)| value.trim())
+        .filter(|value| !value.is_empty())
 }
 
 /// Compares two secrets in time that depends on neither: their digests

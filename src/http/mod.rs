@@ -6,6 +6,7 @@ mod analytics;
 mod audit;
 mod auth;
 mod budgets;
+pub mod dashboard;
 mod error;
 mod gateway;
 mod health;
@@ -72,6 +73,8 @@ pub struct Services {
     pub budgets: Budgets,
     /// Which addresses' failed logins the audit log has recorded lately.
     pub failed_logins: audit::FailedLogins,
+    /// Signs and checks the dashboard's session cookies.
+    pub sessions: crate::session::Sessions,
     /// Gateway exchanges, which outlive a client that hangs up; shutdown
     /// waits for them.
     pub tasks: TaskTracker,
@@ -358,6 +361,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(health::metrics))
         .nest("/api/v1", api)
         .nest("/v1", openai)
+        .merge(dashboard::routes())
         .fallback(health::not_found)
         .with_state(state)
 }
