@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 
 mod analytics;
 mod budgets;
+mod demo;
 mod keys;
 mod users;
 
@@ -133,6 +134,23 @@ pub enum Command {
         orgs: u32,
         #[arg(long, default_value_t = 12)]
         users_per_org: u32,
+    },
+    /// Run the whole server on a fresh database with 30 days of simulated
+    /// history and live traffic through the gateway, and print the
+    /// dashboard's address and a login key. No provider keys needed.
+    Demo {
+        /// Address to listen on; overrides TOLLGATE_LISTEN.
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<String>,
+        /// Records of history to write first.
+        #[arg(long, default_value_t = 60_000)]
+        records: u64,
+        /// Days of history.
+        #[arg(long, default_value_t = 30)]
+        days: u32,
+        /// Milliseconds between live requests on average (0: none).
+        #[arg(long, default_value_t = 1_500)]
+        interval_ms: u64,
     },
     /// Serve a simulated OpenAI/OpenRouter upstream, for tests, demos and
     /// benchmarks.
@@ -271,6 +289,15 @@ pub fn load_config(cli: &Cli) -> Result<Config, ConfigError> {
             }
         }
     }
+    if let Command::Demo {
+        listen: Some(listen),
+        ..
+    } = &cli.command
+    {
+        sources
+            .overrides
+            .push(("server.listen".to_owned(), listen.clone()));
+    }
     Config::load(&sources)
 }
 
@@ -390,6 +417,23 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<(), CliError> {
             let result = analytics::generate(&config, store.clone(), settings, out).await;
             store.close().await;
             result
+        }
+        Command::Demo {
+            records,
+            days,
+            interval_ms,
+            ..
+        } => {
+            if days == 0 {
+                return Err(CliError::Invalid("--days must be at least 1".to_owned()));
+            }
+            let settings = demo::DemoSettings {
+                records,
+                days,
+                interval_ms,
+                database_url: cli.database_url.clone(),
+            };
+            demo::run(config, settings, out).await
         }
         Command::FakeUpstream { listen } => {
             let listener = tokio::net::TcpListener::bind(listen).await?;

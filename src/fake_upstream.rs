@@ -64,7 +64,7 @@ pub fn router() -> Router {
 /// The account endpoints a credit poller reads: OpenRouter's `/key` and
 /// `/credits`, OpenAI's `/models` (to check a key). The bearer key picks the
 /// case: `sk-or-bad` / `sk-bad` are refused (401), `sk-or-unlimited` has no
-/// limits, `sk-or-spent` has used its limit, `sk-or-mgmt` is a management
+/// limits, `sk-or-spent` has used its limit, `sk-or-demo-low` has $1.85 left, `sk-or-mgmt` is a management
 /// key, `sk-limited` is rate limited; any other key is a normal one.
 async fn account(Path((provider, path)): Path<(String, String)>, headers: HeaderMap) -> Response {
     let key = headers
@@ -91,6 +91,7 @@ async fn account(Path((provider, path)): Path<(String, String)>, headers: Header
             let (limit, remaining, usage) = match key.as_str() {
                 "sk-or-unlimited" => (Value::Null, Value::Null, json!(3.5)),
                 "sk-or-spent" => (json!(10), json!(0), json!(10)),
+                "sk-or-demo-low" => (json!(20), json!(1.85), json!(18.15)),
                 _ => (json!(100), json!(74.5), json!(25.5)),
             };
             axum::Json(json!({"data": {"label": "sk-or-v1-fak...e", "limit": limit,

@@ -164,10 +164,16 @@ const ORGS: &[&str] = &[
 const TAGS: &[&str] = &["prod", "staging", "search", "support-bot", "batch", "eval"];
 
 /// SplitMix64: small, fast, and good enough for synthetic traffic.
+/// A small seeded pseudo-random source (SplitMix64): the same seed gives
+/// the same draws. Not for secrets.
 #[derive(Debug, Clone)]
-struct Random(u64);
+pub struct Random(u64);
 
 impl Random {
+    pub fn seeded(seed: u64) -> Random {
+        Random(seed)
+    }
+
     fn next(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
@@ -177,7 +183,7 @@ impl Random {
     }
 
     /// Uniform in `[low, high]`.
-    fn between(&mut self, low: u64, high: u64) -> u64 {
+    pub fn between(&mut self, low: u64, high: u64) -> u64 {
         if high <= low {
             return low;
         }
@@ -185,12 +191,12 @@ impl Random {
     }
 
     /// True `percent_tenths`/1000 of the time.
-    fn chance(&mut self, per_mille: u64) -> bool {
+    pub fn chance(&mut self, per_mille: u64) -> bool {
         self.next() % 1_000 < per_mille
     }
 
     /// An index into weights, chosen in proportion to them.
-    fn pick(&mut self, weights: &[u64]) -> usize {
+    pub fn pick(&mut self, weights: &[u64]) -> usize {
         let total: u64 = weights.iter().sum();
         if total == 0 {
             return 0;

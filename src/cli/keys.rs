@@ -7,6 +7,7 @@ use clap::Subcommand;
 use uuid::Uuid;
 
 use super::CliError;
+use crate::config::Secret;
 use crate::keys::{self, ApiKey, Role};
 use crate::store::{KeyRecord, Scope, Store};
 
@@ -35,6 +36,39 @@ pub enum KeysCommand {
     Revoke { id: Uuid },
 }
 
+/// Stores a new key for `org` (and `user`, both existing) and returns it with
+/// its secret, which is shown nowhere else.
+pub async fn create(
+    store: &Store,
+    org: &str,
+    user: Option<&str>,
+    role: Role,
+    name: Option<String>,
+) -> Result<(ApiKey, Secret), CliError> {
+    let new_key = keys::generate().map_err(|error| CliError::Invalid(error.to_string()))?;
+    let key = ApiKey {
+        id: Uuid::now_v7(),
+        org_id: org.to_owned(),
+        user_id: user.map(str::to_owned),
+        name,
+        role,
+        key_prefix: new_key.key_prefix.clone(),
+        created_at: Utc::now(),
+        last_used_at: None,
+        revoked_at: None,
+    };
+    store
+        .insert_key(
+            &Scope::All,
+            KeyRecord {
+                key: &key,
+                hash: &new_key.hash,
+            },
+        )
+        .await?;
+    Ok((key, new_key.secret))
+}
+
 impl clap::ValueEnum for Role {
     fn value_variants<'a>() -> &'a [Self] {
         Role::ALL
@@ -61,32 +95,12 @@ pub async fn run(store: &Store, command: KeysCommand, out: &mut dyn Write) -> Re
             if let Some(user) = &user {
                 store.ensure_user(user, &org).await?;
             }
-            let new_key = keys::generate().map_err(|error| CliError::Invalid(error.to_string()))?;
-            let key = ApiKey {
-                id: Uuid::now_v7(),
-                org_id: org,
-                user_id: user,
-                name,
-                role,
-                key_prefix: new_key.key_prefix.clone(),
-                created_at: Utc::now(),
-                last_used_at: None,
-                revoked_at: None,
-            };
-            store
-                .insert_key(
-                    &Scope::All,
-                    KeyRecord {
-                        key: &key,
-                        hash: &new_key.hash,
-                    },
-                )
-                .await?;
+            let (key, secret) = create(store, &org, user.as_deref(), role, name).await?;
             let target = Some(key.id.to_string());
             super::audit(store, "key.create", target, Some(key.org_id.clone())).await;
             // The secret goes to standard output alone, so scripts can
             // capture it; everything else goes to standard error.
-            writeln!(out, "{}", new_key.secret.expose())?;
+            writeln!(out, "{}", secret.expose())?;
             tracing::info!(id = %key.id, org = %key.org_id, "created a gateway key; it will not be shown again");
         }
         KeysCommand::List { org } => {
