@@ -170,6 +170,24 @@ async fn check_the_demo(demo: &Demo) {
     assert!(moved, "live traffic did not reach the ledger");
     assert!(low_balance, "no low OpenRouter balance alert");
 
+    // Each key logs in with the role it is printed with.
+    for (key, role) in [
+        (&demo.admin_key, "admin"),
+        (&demo.org_admin_key, "org_admin"),
+        (&demo.member_key, "member"),
+    ] {
+        let session: Value = client
+            .post(format!("{}/admin/ai-usage/session", demo.base))
+            .json(&serde_json::json!({ "key": key }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(session["role"], role, "{session}");
+    }
+
     // The member sees only their own rows; the org admin their org's.
     let (_, records) = get(
         &client,
@@ -234,6 +252,7 @@ async fn the_demo_and_the_dashboard_in_a_browser() {
         let base = demo.base.clone();
         let admin = demo.admin_key.clone();
         let member = demo.member_key.clone();
+        let org_admin = demo.org_admin_key.clone();
         move || {
             Command::new("node")
                 .arg(root.join("tests/browser/dashboard.mjs"))
@@ -242,6 +261,7 @@ async fn the_demo_and_the_dashboard_in_a_browser() {
                 .env("TOLLGATE_URL", base)
                 .env("TOLLGATE_ADMIN_KEY", admin)
                 .env("TOLLGATE_MEMBER_KEY", member)
+                .env("TOLLGATE_ORG_ADMIN_KEY", org_admin)
                 .env("TOLLGATE_MEMBER_USER", "acme-user-2")
                 .env("TOLLGATE_OTHER_USER", "acme-user-3")
                 .env("SCREENSHOT_DIR", &screenshots)

@@ -9,6 +9,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use chrono::Utc;
+use rust_decimal::Decimal;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -18,7 +19,7 @@ use crate::app::App;
 use crate::config::{Config, Secret};
 use crate::generate::Random;
 use crate::keys::Role;
-use crate::store::Store;
+use crate::store::{Scope, Store};
 
 /// What the demo sets up.
 #[derive(Debug, Clone)]
@@ -212,6 +213,14 @@ async fn populate(store: &Store) -> Result<People, CliError> {
     )
     .await?;
     let org_admin_user = "acme-user-1".to_owned();
+    // A key's role is capped at its user's: make the user an org admin first.
+    if let Some(user) = store.user(&Scope::All, &org_admin_user).await? {
+        let promoted = crate::tenancy::User {
+            role: Role::OrgAdmin,
+            ..user
+        };
+        store.update_user(&Scope::All, &promoted).await?;
+    }
     let org_admin = make_key(
         store,
         "acme",
@@ -249,58 +258,109 @@ async fn make_key(
 }
 
 /// Budgets and the low-balance threshold, set through the REST API as a
-/// user would.
+/// user would. Each budget is sized from what its period has spent so far
+/// (so the dashboard shows them part-used): acme's month at 87% (past its
+/// 80% threshold), acme's daily OpenAI budget a hard one that today's live
+/// traffic runs into, globex's week at about 60%.
 async fn configure_through_api(
     client: &reqwest::Client,
     base: &str,
     people: &People,
 ) -> Result<(), String> {
-    let calls = [
+    let api = Api {
+        client,
+        base,
+        key: &people.admin,
+    };
+    api.call(
+        reqwest::Method::PUT,
+        "/api/v1/providers/openrouter",
+        json!({"low_balance_threshold_usd": "5"}),
+    )
+    .await?;
+    let budgets = [
         (
-            reqwest::Method::PUT,
-            "/api/v1/providers/openrouter",
-            json!({"low_balance_threshold_usd": "5"}),
+            json!({"org_id": "acme", "budget_type": "monthly", "soft_limit_percent": [50, 80]}),
+            Decimal::new(115, 2),
         ),
         (
-            reqwest::Method::POST,
-            "/api/v1/budgets",
-            json!({"org_id": "acme", "budget_type": "monthly", "budget_amount_usd": "2500",
-                   "soft_limit_percent": [50, 80], "hard_limit": false}),
-        ),
-        (
-            reqwest::Method::POST,
-            "/api/v1/budgets",
             json!({"org_id": "acme", "budget_type": "daily", "provider": "openai",
-                   "budget_amount_usd": "150", "hard_limit": true}),
+                   "hard_limit": true, "soft_limit_percent": [80]}),
+            Decimal::new(13, 1),
         ),
         (
-            reqwest::Method::POST,
-            "/api/v1/budgets",
-            json!({"org_id": "globex", "budget_type": "weekly", "budget_amount_usd": "400",
-                   "soft_limit_percent": [75], "hard_limit": false}),
-        ),
-        (
-            reqwest::Method::POST,
-            "/api/v1/providers/openrouter/refresh",
-            json!({}),
+            json!({"org_id": "globex", "budget_type": "weekly", "soft_limit_percent": [75]}),
+            Decimal::new(165, 2),
         ),
     ];
-    for (method, path, body) in calls {
-        let response = client
-            .request(method, format!("{base}{path}"))
-            .bearer_auth(people.admin.expose())
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(body.to_string())
+    for (mut budget, headroom) in budgets {
+        budget["budget_amount_usd"] = json!("1000000");
+        let created = api
+            .call(reqwest::Method::POST, "/api/v1/budgets", budget)
+            .await?;
+        let id = created["id"].as_str().unwrap_or_default();
+        let status = api
+            .call(
+                reqwest::Method::GET,
+                &format!("/api/v1/budgets/{id}/status"),
+                Value::Null,
+            )
+            .await?;
+        let spent = status["spent_usd"]
+            .as_str()
+            .and_then(|spent| spent.parse::<Decimal>().ok())
+            .unwrap_or_default();
+        let amount = (spent * headroom).ceil().max(Decimal::ONE);
+        api.call(
+            reqwest::Method::PUT,
+            &format!("/api/v1/budgets/{id}"),
+            json!({ "budget_amount_usd": amount.to_string() }),
+        )
+        .await?;
+    }
+    api.call(
+        reqwest::Method::POST,
+        "/api/v1/providers/openrouter/refresh",
+        json!({}),
+    )
+    .await?;
+    Ok(())
+}
+
+/// REST API calls as one key.
+struct Api<'a> {
+    client: &'a reqwest::Client,
+    base: &'a str,
+    key: &'a Secret,
+}
+
+impl Api<'_> {
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Value,
+    ) -> Result<Value, String> {
+        let mut request = self
+            .client
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(self.key.expose());
+        if !body.is_null() {
+            request = request
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body.to_string());
+        }
+        let response = request
             .send()
             .await
             .map_err(|error| format!("{path}: {error}"))?;
-        if !response.status().is_success() {
-            let status = response.status();
-            let text = response.text().await.unwrap_or_default();
+        let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        if !status.is_success() {
             return Err(format!("{path}: {status} {text}"));
         }
+        Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
     }
-    Ok(())
 }
 
 fn print_welcome(
