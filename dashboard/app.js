@@ -22,6 +22,8 @@
     serverTz: null,
     orgs: [],
     timer: null,
+    paused: false,
+    last: {},
     busy: {},
     generation: {},
     charts: {},
@@ -84,17 +86,20 @@
   const compact = new Intl.NumberFormat('en-US', { notation: 'compact', maximumFractionDigits: 1 });
   const exact = new Intl.NumberFormat('en-US');
 
-  /** $1,234.56; under a dollar, enough places for two significant digits ($0.0042). */
+  const usdSmall = new Intl.NumberFormat('en-US', { style: 'currency', currency: 'USD', minimumSignificantDigits: 2, maximumSignificantDigits: 2, maximumFractionDigits: 6, roundingPriority: 'lessPrecision' });
+
+  /** $1,234.56; under a dollar, two significant digits ($0.0042). The API's
+   * decimal strings go to Intl as they are (exact), not through a float. */
   function fmtUsd(value) {
     if (value == null || value === '') return DASH;
     const n = Number(value);
     if (!Number.isFinite(n)) return String(value);
+    const v = typeof value === 'string' && /^-?\d+(\.\d+)?$/.test(value.trim()) ? value.trim() : n;
     const abs = Math.abs(n);
     if (abs === 0) return '$0.00';
-    if (abs >= 1) return usd2.format(n);
+    if (abs >= 0.995) return usd2.format(v);
     if (abs < 0.000001) return (n < 0 ? '-' : '') + '<$0.000001';
-    const places = Math.min(6, Math.max(2, Math.ceil(-Math.log10(abs)) + 1));
-    return (n < 0 ? '-$' : '$') + abs.toFixed(places);
+    return usdSmall.format(v);
   }
 
   function fmtUsdAxis(n) {
@@ -163,6 +168,7 @@
   }
 
   const daysAgo = (days) => ymd(new Date(Date.now() - days * 86400000), state.serverTz);
+  const shiftDay = (text, days) => new Date((dayStamp(text) + days * 86400) * 1000).toISOString().slice(0, 10);
 
   // ---------------------------------------------------------------- API
 
@@ -183,7 +189,7 @@
     return text ? '?' + text : '';
   }
 
-  async function request(url, options = {}) {
+  async function request(url, options = {}, retried = false) {
     const method = options.method || 'GET';
     const headers = { Accept: 'application/json' };
     // Every change made through the session carries its CSRF token.
@@ -204,9 +210,33 @@
     try { data = text ? JSON.parse(text) : null; } catch (_) { data = null; }
     if (!response.ok) {
       const err = (data && data.error) || {};
+      // Another tab signed in and replaced the cookie: take its CSRF token, try once more.
+      if (response.status === 403 && method !== 'GET' && !retried && state.session && /csrf/i.test(err.message || '') && await renewSession()) {
+        return request(url, options, true);
+      }
       throw new ApiError(response.status, err.message || `The server answered ${response.status} ${response.statusText}`, err.param);
     }
     return data;
+  }
+
+  /** The cookie's current session; a different identity reloads the page. */
+  async function renewSession() {
+    let fresh;
+    try {
+      fresh = await request(BASE + '/session');
+    } catch (error) {
+      if (error.status === 401) sessionEnded();
+      return false;
+    }
+    const old = state.session;
+    if (!old) return false;
+    if (['role', 'org_id', 'user_id', 'key_id'].some((k) => fresh[k] !== old[k])) {
+      leave(null, true);
+      return false;
+    }
+    state.session = fresh;
+    if (fresh.timezone) state.serverTz = fresh.timezone;
+    return true;
   }
 
   /** An /api/v1 call; a 401 ends the session and shows the login form. */
@@ -303,33 +333,46 @@
 
   // ---------------------------------------------------------------- status line
 
-  // A message for a few seconds (or until the next, when sticky); otherwise
-  // when the visible tab was last updated.
+  // Messages go to the live region (#status) for a few seconds; an error
+  // (`sticky`: its tab, or true for the visible one) stays until that tab
+  // next loads. The time of the last update is shown apart, not announced.
   let statusTimer = null;
-  let announcing = false;
+  let stickyTab = null;
 
   function announce(text, sticky) {
     $('#status').textContent = text;
-    announcing = true;
     clearTimeout(statusTimer);
-    if (!sticky) statusTimer = setTimeout(() => { announcing = false; $('#status').textContent = ''; }, 6000);
+    stickyTab = sticky ? (sticky === true ? state.tab : sticky) : null;
+    if (!sticky) statusTimer = setTimeout(() => { $('#status').textContent = ''; }, 6000);
   }
 
   /** Marks a panel as rendered (`data-loaded`, a rising `data-generation`). */
-  function markLoaded(tab) {
+  function markLoaded(tab, ok) {
     const panel = $(`[data-panel="${tab}"]`);
     state.generation[tab] = (state.generation[tab] || 0) + 1;
     panel.setAttribute('data-loaded', 'true');
     panel.setAttribute('data-generation', String(state.generation[tab]));
     panel.removeAttribute('aria-busy');
-    if (!announcing) $('#status').textContent = 'Updated ' + new Date().toLocaleTimeString();
+    if (ok && stickyTab === tab) announce('');
+    $('#updated').textContent = 'Updated ' + new Date().toLocaleTimeString() + (state.paused ? ' · auto-refresh paused' : '');
+  }
+
+  /** Whether a tab's data (with what shaped it) is what was last rendered;
+   * remembers it when not. Unchanged data is not drawn again, so focus,
+   * scrolling, open details and screen-reader position stay. */
+  function same(tab, parts) {
+    const text = JSON.stringify(parts, (k, v) => (v instanceof Error ? { status: v.status, message: v.message } : v));
+    if (state.last[tab] === text) return true;
+    state.last[tab] = text;
+    return false;
   }
 
   // ---------------------------------------------------------------- filters
 
   function rangeParams() {
     const f = state.filters;
-    if (f.preset === 'custom') return { start_date: f.start, end_date: f.end };
+    // Only an end date: the 30 days up to it (as the server's series default).
+    if (f.preset === 'custom') return { start_date: f.start || (f.end && shiftDay(f.end, -29)), end_date: f.end };
     if (f.preset === '24h') return { start_date: new Date(Date.now() - 86400000).toISOString().replace(/\.\d+Z$/, 'Z') };
     return { start_date: daysAgo(({ '7d': 7, '90d': 90 }[f.preset] || 30) - 1) };
   }
@@ -393,7 +436,8 @@
     });
     form.addEventListener('change', (event) => {
       if (event.target.name === 'preset') syncFilterVisibility();
-      // Dates and free text apply with the Apply button (or Enter).
+      // Dates, free text and "Custom…" apply with the Apply button (or Enter).
+      if (event.target.name === 'preset' && event.target.value === 'custom') return;
       if (event.target.type !== 'date' && event.target.type !== 'text') applyFilters();
     });
     $('[data-action="reset-filters"]').addEventListener('click', () => {

@@ -365,8 +365,18 @@ impl Config {
         if self.server.tls_cert.is_some() != self.server.tls_key.is_some() {
             return invalid("server.tls_cert and server.tls_key: give both, or neither");
         }
-        if self.dashboard.session_hours == 0 {
-            return invalid("dashboard.session_hours: must be at least 1");
+        if !(1..=720).contains(&self.dashboard.session_hours) {
+            return invalid("dashboard.session_hours: must be between 1 and 720 (30 days)");
+        }
+        if self
+            .dashboard
+            .session_secret
+            .as_ref()
+            .is_some_and(|secret| secret.expose().len() < 32)
+        {
+            return invalid(
+                "dashboard.session_secret: must be at least 32 characters (e.g. `openssl rand -hex 32`)",
+            );
         }
         if self.retention.batch_size == 0 {
             return invalid("retention.batch_size: must be at least 1");

@@ -26,6 +26,9 @@ pub const COOKIE: &str = "tollgate_session";
 const VERSION: &str = "v1";
 const NONCE_BYTES: usize = 16;
 
+/// Logged-out sessions remembered at most (about 100 bytes each).
+const MAX_ENDED: usize = 100_000;
+
 /// Who a session belongs to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Subject {
@@ -190,7 +193,11 @@ impl Sessions {
     pub fn end(&self, session: &Session, now: DateTime<Utc>) {
         if let Ok(mut ended) = self.ended.write() {
             ended.retain(|_, expires_at| *expires_at > now);
-            ended.insert(session.nonce.clone(), session.expires_at);
+            // Bounded: past this many live logged-out sessions, the cookie
+            // is still cleared but a copy of it lives on until it expires.
+            if ended.len() < MAX_ENDED {
+                ended.insert(session.nonce.clone(), session.expires_at);
+            }
         }
     }
 

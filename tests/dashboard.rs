@@ -222,6 +222,24 @@ async fn a_session_stands_in_for_its_key(database: &TestDatabase) {
         let error: Value = response.json().await.unwrap();
         assert!(error["error"]["message"].as_str().is_some(), "{error}");
     }
+    // Logins come as JSON from this server's own page.
+    let text = client
+        .post(format!("{base}/admin/ai-usage/session"))
+        .header("content-type", "text/plain")
+        .body(json!({ "key": member_key }).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(text.status(), 400);
+    let elsewhere = client
+        .post(format!("{base}/admin/ai-usage/session"))
+        .header("sec-fetch-site", "cross-site")
+        .json(&json!({ "key": member_key }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(elsewhere.status(), 403);
+    assert!(elsewhere.headers().get("set-cookie").is_none());
     let malformed = client
         .post(format!("{base}/admin/ai-usage/session"))
         .header("content-type", "application/json")
@@ -242,6 +260,7 @@ async fn a_session_stands_in_for_its_key(database: &TestDatabase) {
     assert_eq!(session["role"], "member");
     assert_eq!(session["user_id"], "alice");
     assert_eq!(session["org_id"], "acme");
+    assert_eq!(session["timezone"], "UTC");
     let csrf = session["csrf_token"].as_str().unwrap().to_owned();
     let member = Browser {
         client: client.clone(),
@@ -295,6 +314,24 @@ async fn a_session_stands_in_for_its_key(database: &TestDatabase) {
         assert_eq!(status, 403, "{presented:?}: {body}");
         assert!(body["error"]["message"].as_str().unwrap().contains("CSRF"));
     }
+    // A change with the right token but from another site's page (a
+    // browser says so) is refused too.
+    for (header, value) in [
+        ("sec-fetch-site", "cross-site"),
+        ("sec-fetch-site", "same-site"),
+        ("origin", "http://evil.example"),
+    ] {
+        let response = client
+            .post(format!("{base}/api/v1/keys"))
+            .header("cookie", &cookie)
+            .header("x-csrf-token", &csrf)
+            .header(header, value)
+            .json(&json!({"name": "from elsewhere"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 403, "{header}: {value}");
+    }
     let (status, made) = member
         .call(
             Method::POST,
@@ -304,6 +341,27 @@ async fn a_session_stands_in_for_its_key(database: &TestDatabase) {
         )
         .await;
     assert_eq!(status, 201, "{made}");
+    let same_origin = client
+        .post(format!("{base}/api/v1/keys"))
+        .header("cookie", &cookie)
+        .header("x-csrf-token", &csrf)
+        .header("sec-fetch-site", "same-origin")
+        .header("origin", &base)
+        .json(&json!({"name": "from the dashboard too"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(same_origin.status(), 201);
+    // Two session cookies (one planted for a narrower path) are no session.
+    let planted = Browser {
+        client: client.clone(),
+        base: &base,
+        cookie: format!("{cookie}; {cookie}"),
+    };
+    let (status, _) = planted
+        .call(Method::GET, "/api/v1/usage/records", None, None)
+        .await;
+    assert_eq!(status, 401);
     assert_eq!(made["user_id"], "alice");
     // A bearer token still works without any CSRF token (no cookie involved).
     let bearer = client
@@ -346,15 +404,11 @@ async fn a_session_stands_in_for_its_key(database: &TestDatabase) {
     assert_eq!(status, 200);
     assert!(audit["data"].as_array().unwrap().len() >= 3, "{audit}");
 
-    // Logging out needs the token and clears the cookie.
-    let (status, _) = member
-        .call(Method::DELETE, "/admin/ai-usage/session", None, None)
-        .await;
-    assert_eq!(status, 403);
+    // Logging out always works (no token needed), clears the cookie and
+    // ends the session on this instance.
     let response = client
         .delete(format!("{base}/admin/ai-usage/session"))
         .header("cookie", &cookie)
-        .header("x-csrf-token", &csrf)
         .send()
         .await
         .unwrap();

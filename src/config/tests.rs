@@ -90,6 +90,18 @@ fn bad_values_are_errors_that_name_the_setting() {
             "providers.local.base_url",
         ),
         ("[pricing]\nunpriced = \"maybe\"\n", "pricing.unpriced"),
+        (
+            "[dashboard]\nsession_hours = 0\n",
+            "dashboard.session_hours",
+        ),
+        (
+            "[dashboard]\nsession_hours = 100000\n",
+            "dashboard.session_hours",
+        ),
+        (
+            "[dashboard]\nsession_secret = \"short\"\n",
+            "dashboard.session_secret",
+        ),
     ] {
         let (_file, sources) = with_file(text);
         let error = Config::load(&sources).unwrap_err().to_string();

@@ -117,6 +117,12 @@ async fn authenticate(
         .open(token, state.config.server.admin_token.as_ref(), Utc::now())
         .map_err(|_| ApiError::Unauthorized("the dashboard session is not valid; log in again"))?;
     if !method.is_safe() {
+        if !same_origin(headers) {
+            return Err(ApiError::Forbidden(
+                "a change through a dashboard session must come from the dashboard's own pages"
+                    .to_owned(),
+            ));
+        }
         check_csrf(state, &session, headers)?;
     }
     session_caller(state, &session).await
@@ -167,17 +173,41 @@ pub async fn session_caller(state: &AppState, session: &Session) -> Result<Calle
     }
 }
 
-/// The session cookie's value, if the request carries one.
+/// The session cookie's value, if the request carries one. Two or more
+/// (another site on the same domain can plant a second one for a narrower
+/// path) give an empty value, which is no valid session.
 pub fn session_cookie(headers: &HeaderMap) -> Option<&str> {
-    headers
+    let mut values = headers
         .get_all(COOKIE)
         .iter()
         .filter_map(|value| value.to_str().ok())
         .flat_map(|value| value.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == session::COOKIE)
-        .map(|(_, value)| value.trim())
-        .filter(|value| !value.is_empty())
+        .filter(|(name, _)| *name == session::COOKIE)
+        .map(|(_, value)| value.trim());
+    let first = values.next()?;
+    match values.next() {
+        None => Some(first),
+        Some(_) => Some(""),
+    }
+}
+
+/// Whether a browser says the request comes from a page of this server:
+/// `Sec-Fetch-Site` is `same-origin` (or `none`: typed by the user), or,
+/// without it, `Origin` names this host. Requests that carry neither (not
+/// from a browser) pass; the CSRF token still applies to them.
+pub fn same_origin(headers: &HeaderMap) -> bool {
+    let header = |name: &str| headers.get(name).and_then(|value| value.to_str().ok());
+    if let Some(site) = header("sec-fetch-site") {
+        return matches!(site, "same-origin" | "none");
+    }
+    match (header("origin"), header("host")) {
+        (Some(origin), Some(host)) => origin
+            .split_once("://")
+            .is_some_and(|(_, authority)| authority.eq_ignore_ascii_case(host)),
+        (Some(_), None) => false,
+        (None, _) => true,
+    }
 }
 
 /// Compares two secrets in time that depends on neither: their digests

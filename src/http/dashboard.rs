@@ -180,6 +180,8 @@ struct SessionView {
     key_id: Option<String>,
     csrf_token: String,
     expires_at: DateTime<Utc>,
+    /// The server's zone for days (date filters, daily buckets).
+    timezone: &'static str,
 }
 
 impl SessionView {
@@ -193,6 +195,7 @@ impl SessionView {
             key_id: caller.key_id.map(|id| id.to_string()),
             csrf_token: state.sessions.csrf_token(session),
             expires_at: session.expires_at,
+            timezone: state.config.server.timezone.name(),
         }
     }
 }
@@ -209,6 +212,23 @@ async fn login(
         .extensions
         .get::<ConnectInfo<ClientAddress>>()
         .map(|info| info.0.0.ip());
+    let json = headers
+        .get(CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|kind| kind.starts_with("application/json"));
+    if !json {
+        return Err(ApiError::BadRequest {
+            param: None,
+            message: "send the key as JSON: Content-Type: application/json".to_owned(),
+        });
+    }
+    // A page of another site on the same domain must not log a visitor in
+    // (to someone else's account).
+    if !auth::same_origin(headers) {
+        return Err(ApiError::Forbidden(
+            "log in from the dashboard's own page".to_owned(),
+        ));
+    }
     let request: LoginRequest = parse_json(&body)?;
     let presented = request.key.trim();
     let caller = match auth::authenticate_token(&state, presented).await {
@@ -253,7 +273,12 @@ async fn login(
         secure(&state, headers),
     )?;
     let view = SessionView::new(&state, &caller, &session);
-    Ok(([(SET_COOKIE, cookie)], axum::Json(view)).into_response())
+    let no_store = HeaderValue::from_static("no-store");
+    Ok((
+        [(SET_COOKIE, cookie), (CACHE_CONTROL, no_store)],
+        axum::Json(view),
+    )
+        .into_response())
 }
 
 /// `GET /admin/ai-usage/session`: the current session, for a page that was
@@ -266,11 +291,13 @@ async fn current(State(state): State<AppState>, headers: HeaderMap) -> Result<Re
 }
 
 /// `DELETE /admin/ai-usage/session`: log out. The cookie is cleared and this
-/// instance refuses the token from now on.
+/// instance refuses the token from now on. It needs no CSRF token and never
+/// fails: being logged out by force harms nobody, while a logout that can
+/// fail leaves a shared browser signed in.
 async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
-    let session = open(&state, &headers)?;
-    auth::check_csrf(&state, &session, &headers)?;
-    state.sessions.end(&session, Utc::now());
+    if let Ok(session) = open(&state, &headers) {
+        state.sessions.end(&session, Utc::now());
+    }
     let cookie = cookie_header("", 0, secure(&state, &headers))?;
     Ok((StatusCode::NO_CONTENT, [(SET_COOKIE, cookie)]).into_response())
 }
