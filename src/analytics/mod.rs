@@ -65,7 +65,7 @@ pub async fn cost_history(
         end: Some(end),
         ..filter.clone()
     };
-    let rows = aggregate(store, &filter, timezone, Grouping::BucketAndProvider).await?;
+    let rows = aggregate(store, &filter, timezone, Grouping::CostByBucketAndProvider).await?;
     let points = summary::series(&rows, summary::Granularity::Day, start, end, timezone);
     history.overall = vec![0; points.len()];
     for (index, point) in points.iter().enumerate() {

@@ -183,6 +183,10 @@ pub enum Grouping {
     Dimensions,
     /// By time bucket (the segment's day, or UTC hour) and provider: series.
     BucketAndProvider,
+    /// As `BucketAndProvider`, with only the cost summed (every other
+    /// counter reads zero): projections, which read 91 days and need nothing
+    /// else, at a fraction of the work.
+    CostByBucketAndProvider,
 }
 
 /// A time bucket of an aggregate row.
@@ -252,6 +256,26 @@ fn ledger_sums() -> String {
 
 static ROLLUP_SUMS: LazyLock<String> = LazyLock::new(rollup_sums);
 static LEDGER_SUMS: LazyLock<String> = LazyLock::new(ledger_sums);
+static ROLLUP_COST: LazyLock<String> =
+    LazyLock::new(|| cost_sums("CAST(SUM(cost_nano_usd) AS BIGINT)"));
+static LEDGER_COST: LazyLock<String> =
+    LazyLock::new(|| cost_sums("CAST(COALESCE(SUM(cost_nano_usd), 0) AS BIGINT)"));
+
+/// The SELECT list with `cost` as the cost's sum and zero for every other
+/// counter, so rows decode as usual.
+fn cost_sums(cost: &str) -> String {
+    value_columns()
+        .iter()
+        .map(|column| {
+            if column == "cost_nano_usd" {
+                format!("{cost} AS {column}")
+            } else {
+                format!("CAST(0 AS BIGINT) AS {column}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
 
 /// Which backend a query is for: they differ in time types and the ledger's
 /// hour and tag expressions.
@@ -263,17 +287,23 @@ enum Backend {
 
 /// The table, group expressions and sums for a segment, without filters.
 fn select(segment: &Segment, grouping: Grouping, tagged: bool, backend: Backend) -> String {
+    let cost_only = grouping == Grouping::CostByBucketAndProvider;
+    let rollup_sums = if cost_only { &ROLLUP_COST } else { &ROLLUP_SUMS };
     let (table, bucket, sums) = match segment {
-        Segment::Days { .. } if tagged => ("ai_usage_daily_tags", "day", ROLLUP_SUMS.as_str()),
-        Segment::Days { .. } => ("ai_usage_daily", "day", ROLLUP_SUMS.as_str()),
-        Segment::Hours { .. } => ("ai_usage_hourly", "hour", ROLLUP_SUMS.as_str()),
+        Segment::Days { .. } if tagged => ("ai_usage_daily_tags", "day", rollup_sums.as_str()),
+        Segment::Days { .. } => ("ai_usage_daily", "day", rollup_sums.as_str()),
+        Segment::Hours { .. } => ("ai_usage_hourly", "hour", rollup_sums.as_str()),
         Segment::Raw { .. } => (
             "ai_provider_usage",
             match backend {
                 Backend::Sqlite => "(created_at - created_at % 3600000000)",
                 Backend::Postgres => "date_trunc('hour', created_at)",
             },
-            LEDGER_SUMS.as_str(),
+            if cost_only {
+                LEDGER_COST.as_str()
+            } else {
+                LEDGER_SUMS.as_str()
+            },
         ),
     };
     let user = if matches!(segment, Segment::Raw { .. }) {
@@ -283,7 +313,9 @@ fn select(segment: &Segment, grouping: Grouping, tagged: bool, backend: Backend)
     };
     let groups = match grouping {
         Grouping::Dimensions => format!("provider, model, task_type, {user} AS user_id"),
-        Grouping::BucketAndProvider => format!("{bucket} AS bucket, provider"),
+        Grouping::BucketAndProvider | Grouping::CostByBucketAndProvider => {
+            format!("{bucket} AS bucket, provider")
+        }
     };
     format!("SELECT {groups}, {sums} FROM {table} WHERE TRUE")
 }
@@ -291,7 +323,7 @@ fn select(segment: &Segment, grouping: Grouping, tagged: bool, backend: Backend)
 fn group_by(grouping: Grouping) -> &'static str {
     match grouping {
         Grouping::Dimensions => " GROUP BY 1, 2, 3, 4",
-        Grouping::BucketAndProvider => " GROUP BY 1, 2",
+        Grouping::BucketAndProvider | Grouping::CostByBucketAndProvider => " GROUP BY 1, 2",
     }
 }
 
@@ -455,7 +487,7 @@ where
                 Some(row.try_get::<String, _>("user_id")?),
             )
         }
-        Grouping::BucketAndProvider => (None, None, None),
+        Grouping::BucketAndProvider | Grouping::CostByBucketAndProvider => (None, None, None),
     };
     let counter = |name: &str| row.try_get::<i64, _>(name);
     let mut histogram = [0_i64; LATENCY_BUCKETS];
