@@ -515,6 +515,13 @@
     state.charts[name] = { chart, observer };
   }
 
+  /** The charted numbers as a table in a <details> (kept open across redraws). */
+  function chartData(box, caption, columns, rows, ...before) {
+    const open = Boolean($('details[open]', box));
+    fill(box, before, h('details', { class: 'chart-data', open }, h('summary', null, 'Chart data as a table'),
+      table(box.id.replace(/-(extra|data)$/, '-data'), columns, rows, { caption, compact: true })));
+  }
+
   /** Stacked bars of cost per provider. Each series is the running sum up to
    * its provider, drawn tallest first so each shows as its own segment; the
    * legend shows the provider's own value. */
@@ -522,7 +529,8 @@
     const points = series.data || [];
     const hourly = series.granularity === 'hour';
     const providers = Array.from(new Set(points.flatMap((p) => (p.by_provider || []).map((g) => g.provider)))).sort();
-    const raw = providers.map((provider) => points.map((p) => Number(((p.by_provider || []).find((g) => g.provider === provider) || {}).cost_usd || 0)));
+    const texts = providers.map((provider) => points.map((p) => ((p.by_provider || []).find((g) => g.provider === provider) || {}).cost_usd || '0'));
+    const raw = texts.map((values) => values.map(Number));
     const sums = [];
     raw.forEach((values, i) => sums.push(values.map((v, j) => v + (i ? sums[i - 1][j] : 0))));
     const order = providers.map((_, i) => i).reverse();
@@ -538,11 +546,16 @@
         { label: hourly ? 'Hour' : 'Day', value: (u, ts) => (ts == null ? DASH : hourly ? fmtDateTime(new Date(ts * 1000).toISOString()) : fmtDate(stampDay(ts))) },
         ...order.map((i) => {
           const color = providerColor(providers[i], i);
-          return { label: providerName(providers[i]), stroke: color, fill: color, width: 0, paths: path, points: { show: false }, value: (u, v, s, idx) => (idx == null ? DASH : fmtUsd(raw[i][idx])) };
+          return { label: providerName(providers[i]), stroke: color, fill: color, width: 0, paths: path, points: { show: false }, value: (u, v, s, idx) => (idx == null ? DASH : fmtUsd(texts[i][idx])) };
         }),
       ],
     }), [xs, ...order.map((i) => sums[i])]);
     if (!providers.length) container.append(h('p', { class: 'chart-empty muted' }, 'No cost recorded in this range.'));
+    chartData($('#daily-extra'), $('#daily-title').textContent, [
+      col('when', hourly ? 'Hour' : 'Day', (p) => (hourly ? when(p.hour) : fmtDate(p.date))),
+      ...providers.map((provider, i) => col(provider, providerName(provider), (p) => money(texts[i][p.j]), { num: true })),
+      col('total', 'Total', (p) => money(p.cost_usd), { num: true }),
+    ], points.map((p, j) => ({ ...p, j })), h('p', { class: 'muted small' }, hourly ? 'Hours in your browser’s time zone.' : `Days in the server’s time zone (${series.timezone}).`));
   }
 
   // ---------------------------------------------------------------- Overview
@@ -566,6 +579,7 @@
       api(hourly ? '/usage/hourly' : '/usage/daily', params),
       api('/alerts', { status: 'active', limit: 1000, org_id: isAdmin() ? state.filters.org_id : '' }),
     ]);
+    if (same('overview', [params, hourly, stats, series, alerts])) return;
     const notice = $('#overview-notice');
     notice.replaceChildren();
 
@@ -605,7 +619,6 @@
     $('#daily-title').textContent = hourly ? 'Cost per hour by provider' : 'Cost per day by provider';
     if (series.status === 'fulfilled') {
       drawDaily(series.value);
-      fill($('#daily-extra'), h('p', { class: 'muted small' }, hourly ? 'Hours in your browser’s time zone.' : `Days in the server’s time zone (${series.value.timezone}).`));
     } else {
       dropChart('daily');
       fill($('[data-chart="daily"]'), errorBox(series.reason, 'the usage series'));
@@ -673,6 +686,7 @@
       isAdmin() ? api('/providers') : null,
       api(member ? '/usage/stats' : '/models/performance', params),
     ]);
+    if (same('providers', [params, state.filters.user_id, balances, perf])) return;
     if (isAdmin()) fill($('#balances'), balances.status === 'fulfilled' ? renderBalances(balances.value.data || []) : errorBox(balances.reason, 'provider balances'));
     $('#perf-note').textContent = member
       ? 'Your own usage per model in the chosen range. Organization-wide model performance per task type needs the org_admin role.'
@@ -695,7 +709,7 @@
       col('reconciliation', 'Billed vs recorded', (p) => reconciliation(p.reconciliation)),
       col('checked_at', 'Last checked', (p) => (p.checked_at ? h('time', { datetime: p.checked_at, title: fmtDateTime(p.checked_at) }, fmtAgo(p.checked_at)) : muted('never'))),
       col('actions', 'Actions', (p) => h('div', { class: 'row-actions' },
-        h('button', { type: 'button', class: 'btn btn-small', 'data-action': 'refresh', 'aria-label': 'Refresh ' + providerName(p.provider), onclick: (e) => refreshProvider(p.provider, e.currentTarget) }, 'Refresh'),
+        h('button', { type: 'button', class: 'btn btn-small', 'data-action': 'refresh', 'aria-label': `Refresh ${providerName(p.provider)} balance`, onclick: (e) => refreshProvider(p.provider, e.currentTarget) }, 'Refresh'),
         h('span', { class: 'row-message', role: 'status' }))),
     ], list, { id: (p) => p.provider, caption: 'Provider balances' });
   }
@@ -720,10 +734,11 @@
       await post(`/providers/${encodeURIComponent(provider)}/refresh`);
       announce(providerName(provider) + ' balance refreshed.');
       await refresh('providers');
+      message.textContent = ''; // (the row stays when nothing changed)
     } catch (error) {
-      button.disabled = false;
       rowMessage(message, error.message);
     }
+    button.disabled = false;
   }
 
   function renderPerformance(rows) {
@@ -773,16 +788,21 @@
       api('/alerts', history),
       isAdmin() ? api('/webhooks') : null,
     ]);
-    if (active.status === 'fulfilled' && acknowledged.status === 'fulfilled') renderOpenAlerts([...active.value.data, ...acknowledged.value.data]);
-    else fill($('#alerts-open'), errorBox((active.status === 'rejected' ? active : acknowledged).reason, 'open alerts'));
-    fill($('#alerts-history'), past.status === 'fulfilled' ? renderAlertHistory(past.value.data || []) : errorBox(past.reason, 'alert history'));
+    const list = webhooks.status === 'fulfilled' ? (webhooks.value && webhooks.value.data) || [] : [];
+    if (!same('alerts', [history, active, acknowledged, past, webhooks])) {
+      if (active.status === 'fulfilled' && acknowledged.status === 'fulfilled') renderOpenAlerts([...(active.value.data || []), ...(acknowledged.value.data || [])]);
+      else fill($('#alerts-open'), errorBox((active.status === 'rejected' ? active : acknowledged).reason, 'open alerts'));
+      fill($('#alerts-history'), past.status === 'fulfilled' ? renderAlertHistory(past.value.data || []) : errorBox(past.reason, 'alert history'));
+      if (isAdmin()) {
+        if (webhooks.status === 'fulfilled') renderWebhooks(list);
+        else fill($('#webhooks'), errorBox(webhooks.reason, 'webhooks'));
+      }
+    }
     if (!isAdmin()) return;
-    if (webhooks.status !== 'fulfilled') return fill($('#webhooks'), errorBox(webhooks.reason, 'webhooks'));
-    const list = webhooks.value.data || [];
-    renderWebhooks(list);
     if (state.webhook && list.some((w) => w.id === state.webhook)) await loadDeliveries(state.webhook);
     else {
       state.webhook = null;
+      delete state.last.deliveries;
       $('#deliveries').replaceChildren();
     }
   }
@@ -794,7 +814,7 @@
 
   function alertActions(alert) {
     if (!orgAdmin() || alert.status === 'resolved') return muted(DASH);
-    const button = (action, text) => h('button', { type: 'button', class: 'btn btn-small', 'data-action': action, 'aria-label': `${text}: ${alert.title}`, onclick: (e) => changeAlert(alert, action, e.currentTarget) }, text);
+    const button = (action, text) => h('button', { type: 'button', class: 'btn btn-small', 'data-action': action, 'aria-label': `${text} alert ${alert.title}`, onclick: (e) => changeAlert(alert, action, e.currentTarget) }, text);
     return h('div', { class: 'row-actions' },
       alert.status === 'active' ? button('acknowledge', 'Acknowledge') : null,
       button('resolve', 'Resolve'),
@@ -951,12 +971,13 @@
       col('format', 'Format', (w) => w.format),
       col('created', 'Created', (w) => when(w.created_at)),
       col('actions', 'Actions', (w) => h('div', { class: 'row-actions' },
-        h('button', { type: 'button', class: 'btn btn-small', 'data-action': 'deliveries', 'aria-pressed': String(state.webhook === w.id), onclick: () => {
+        h('button', { type: 'button', class: 'btn btn-small', 'data-action': 'deliveries', 'aria-label': `Deliveries for webhook ${w.url}`, 'aria-pressed': String(state.webhook === w.id), onclick: () => {
           state.webhook = w.id;
+          delete state.last.deliveries;
           renderWebhooks(list);
           loadDeliveries(w.id);
         } }, 'Deliveries'),
-        confirmButton(() => deleteWebhook(w)))),
+        confirmButton('webhook ' + w.url, w.id, () => deleteWebhook(w)))),
     ], list, { id: (w) => w.id, caption: 'Webhooks', attrs: (w) => ({ 'aria-current': state.webhook === w.id ? 'true' : null }) })
       : empty('No webhooks yet — add one below to receive alert events (created, escalated, acknowledged, resolved) as signed POSTs, for example in Slack.'));
   }
@@ -965,6 +986,8 @@
     const box = $('#deliveries');
     try {
       const list = (await api(`/webhooks/${encodeURIComponent(id)}/deliveries`)).data || [];
+      // A slow answer for a webhook no longer chosen must not replace the chosen one's.
+      if (state.webhook !== id || same('deliveries', [id, list])) return;
       fill(box, h('h3', null, 'Recent deliveries'), list.length ? table('deliveries', [
         col('created', 'Queued', (d) => when(d.created_at)),
         col('status', 'Status', (d) => badge(d.status, 'delivery-' + d.status)),
@@ -975,6 +998,8 @@
         col('event', 'Event id', (d) => span('mono small', d.event_id)),
       ], list, { id: (d) => d.id, caption: 'Recent deliveries', compact: true }) : empty('No deliveries yet: no alert event has been sent to this webhook.'));
     } catch (error) {
+      if (state.webhook !== id) return;
+      delete state.last.deliveries;
       fill(box, errorBox(error, 'deliveries'));
     }
   }
@@ -989,24 +1014,28 @@
     }
   }
 
-  /** A Delete button that asks for a second click within 5 s (no dialogs). */
-  function confirmButton(action) {
-    let timer = null;
-    const button = h('button', { type: 'button', class: 'btn btn-small btn-danger', 'data-action': 'delete' }, 'Delete');
-    const disarm = () => {
-      timer = null;
-      button.textContent = 'Delete';
-      button.classList.remove('armed');
+  /** A Delete button (for `name`) that asks for a second click within 5 s
+   * (no dialogs); armed by `key`, so a redrawn row stays armed. */
+  const armedUntil = {};
+
+  function confirmButton(name, key, action) {
+    const button = h('button', { type: 'button', class: 'btn btn-small btn-danger', 'data-action': 'delete' });
+    const armed = () => (armedUntil[key] || 0) > Date.now();
+    const sync = () => {
+      const on = armed();
+      button.textContent = on ? 'Confirm delete' : 'Delete';
+      button.setAttribute('aria-label', `${button.textContent} ${name}`);
+      button.classList.toggle('armed', on);
+      if (on) setTimeout(sync, armedUntil[key] - Date.now() + 20);
     };
+    sync();
     button.addEventListener('click', async () => {
-      if (!timer) {
-        button.textContent = 'Confirm delete';
-        button.classList.add('armed');
-        timer = setTimeout(disarm, 5000);
-        return;
+      if (!armed()) {
+        armedUntil[key] = Date.now() + 5000;
+        return sync();
       }
-      clearTimeout(timer);
-      disarm();
+      delete armedUntil[key];
+      sync();
       button.disabled = true;
       await action();
       button.disabled = false;
@@ -1055,6 +1084,10 @@
     return span(null, parts.flatMap((part, i) => (i ? [' · ', part] : [part])));
   }
 
+  /** A budget in words, for labels: "acme · OpenAI · monthly". */
+  const budgetName = (b) => [b.org_id, b.provider && providerName(b.provider), b.user_id && 'user ' + b.user_id,
+    b.api_key_id && 'key ' + b.api_key_id.slice(0, 8), b.budget_type].filter(Boolean).join(' · ');
+
   function budgetBar(status) {
     const limit = Number(status.limit_usd);
     const spent = Number(status.spent_usd);
@@ -1066,7 +1099,7 @@
     reservedFill.style.width = Math.min(100 - pct(spent), pct(reserved)).toFixed(1) + '%';
     const used = limit > 0 ? (spent / limit) * 100 : 0;
     return h('div', { class: 'budget-meter' },
-      h('div', { class: 'budget-bar state-' + status.state, role: 'img', 'aria-label': `${used.toFixed(0)}% spent: ${fmtUsd(spent)} of ${fmtUsd(limit)}, ${fmtUsd(reserved)} reserved` }, spentFill, reservedFill),
+      h('div', { class: 'budget-bar state-' + status.state, role: 'img', 'aria-label': `${used.toFixed(0)}% spent: ${fmtUsd(status.spent_usd)} of ${fmtUsd(status.limit_usd)}, ${fmtUsd(status.reserved_usd)} reserved` }, spentFill, reservedFill),
       span('small', money(status.spent_usd), ' of ', money(status.limit_usd), muted(` · ${used.toFixed(0)}%`)));
   }
 
@@ -1078,11 +1111,14 @@
     $('#budgets-readonly').hidden = canEdit;
     if (canEdit) await prepareBudgetForm();
     let items;
+    let failure = null;
     try {
       items = await budgetsWithStatus();
     } catch (error) {
-      return fill($('#budgets'), errorBox(error, 'budgets'));
+      failure = error;
     }
+    if (same('budgets', [failure, items])) return;
+    if (failure) return fill($('#budgets'), errorBox(failure, 'budgets'));
     if (!items.length) {
       return fill($('#budgets'), empty(canEdit
         ? 'No budgets yet — create one below to watch or cap spending per organization, provider, user or key.'
@@ -1100,8 +1136,8 @@
     ];
     if (canEdit) {
       columns.push(col('actions', 'Actions', (x) => h('div', { class: 'row-actions' },
-        h('button', { type: 'button', class: 'btn btn-small', 'data-action': 'edit', onclick: () => editBudget(x.budget) }, 'Edit'),
-        confirmButton(() => deleteBudget(x.budget)))));
+        h('button', { type: 'button', class: 'btn btn-small', 'data-action': 'edit', 'aria-label': 'Edit budget ' + budgetName(x.budget), onclick: () => editBudget(x.budget) }, 'Edit'),
+        confirmButton('budget ' + budgetName(x.budget), x.budget.id, () => deleteBudget(x.budget)))));
     }
     fill($('#budgets'), table('budgets', columns, items, { id: (x) => x.budget.id, attrs: (x) => ({ 'data-state': x.status && x.status.state }), caption: 'Budgets' }));
   }
@@ -1221,7 +1257,7 @@
       announce('Budget deleted.');
       await refresh('budgets');
     } catch (error) {
-      announce('Could not delete the budget: ' + error.message, true);
+      announce('Could not delete the budget: ' + error.message, 'budgets');
     }
   }
 
@@ -1236,11 +1272,13 @@
       api('/usage/daily', dims),
       budgetsWithStatus(),
     ]);
+    if (same('projections', [dims, days, state.projection.series, projection, history, budgets])) return;
     fill($('#exhaustion'), budgets.status === 'fulfilled' ? renderExhaustion(budgets.value) : errorBox(budgets.reason, 'budgets'));
     if (projection.status !== 'fulfilled') {
       dropChart('projection');
       fill($('#projection-summary'), errorBox(projection.reason, 'the projection'));
       $('[data-chart="projection"]').replaceChildren();
+      $('#projection-data').replaceChildren();
       $('#projection-providers').replaceChildren();
       return;
     }
@@ -1250,7 +1288,7 @@
     const select = $('#p-series');
     fill(select, h('option', { value: 'overall' }, 'All providers'), providers.map((name) => h('option', { value: name }, providerName(name))));
     select.value = state.projection.series;
-    const chosen = state.projection.series === 'overall' ? p : p.by_provider.find((x) => x.provider === state.projection.series);
+    const chosen = state.projection.series === 'overall' ? p : (p.by_provider || []).find((x) => x.provider === state.projection.series);
     renderProjectionSummary(chosen, p);
     drawProjection(chosen, history.status === 'fulfilled' ? history.value : null, state.projection.series);
     renderProjectionProviders(p);
@@ -1280,12 +1318,13 @@
     const actual = new Map();
     for (const point of (history && history.data) || []) {
       const group = series === 'overall' ? point : (point.by_provider || []).find((g) => g.provider === series);
-      actual.set(point.date, Number(group ? group.cost_usd : 0));
+      actual.set(point.date, group ? group.cost_usd : '0');
     }
     const projected = new Map((p.daily || []).map((d) => [d.date, d]));
     const dates = Array.from(new Set([...actual.keys(), ...projected.keys()])).sort();
     if (!dates.length) {
       dropChart('projection');
+      $('#projection-data').replaceChildren();
       return fill(container, empty('Nothing to chart yet.'));
     }
     const pick = (field) => dates.map((d) => (projected.has(d) ? Number(projected.get(d)[field]) : null));
@@ -1304,7 +1343,15 @@
         edge('Low'),
         { label: 'Projected', stroke: cssVar('--accent', '#2563eb'), width: 2, points: { show: false }, value: usdValue },
       ],
-    }), [dates.map(dayStamp), dates.map((d) => (actual.has(d) ? actual.get(d) : null)), pick('high_usd'), pick('low_usd'), pick('expected_usd')]);
+    }), [dates.map(dayStamp), dates.map((d) => (actual.has(d) ? Number(actual.get(d)) : null)), pick('high_usd'), pick('low_usd'), pick('expected_usd')]);
+    const cell = (field) => (d) => (projected.has(d) ? money(projected.get(d)[field]) : DASH);
+    chartData($('#projection-data'), 'Actual and projected cost per day', [
+      col('day', 'Day', fmtDate),
+      col('actual', 'Actual', (d) => (actual.has(d) ? money(actual.get(d)) : DASH), { num: true }),
+      col('projected', 'Projected', cell('expected_usd'), { num: true }),
+      col('low', 'Low', cell('low_usd'), { num: true }),
+      col('high', 'High', cell('high_usd'), { num: true }),
+    ], dates);
   }
 
   function renderProjectionProviders(p) {
@@ -1349,16 +1396,28 @@
     $('[data-panel="usage"]').setAttribute('data-query', query(filters).slice(1));
     // The export takes the same filters; as a plain link, the cookie authenticates it.
     $('#csv-link').href = API + '/usage/export' + query({ format: 'csv', ...filters });
-    let page;
+    const at = paging.page;
+    const ask = { ...filters, limit: $('#r-limit').value, cursor: paging.cursors[at] };
+    let page = null;
+    let failure = null;
     try {
-      page = await api('/usage/records', { ...filters, limit: $('#r-limit').value, cursor: paging.cursors[paging.page] });
+      page = await api('/usage/records', ask);
     } catch (error) {
-      return fill($('#records'), errorBox(error, 'usage records'));
+      failure = error;
     }
-    const list = page.data || [];
-    paging.next = page.has_more ? page.next_cursor : null;
+    // Paged or re-filtered meanwhile: the next run (already asked for) shows that.
+    if (paging !== state.records || paging.page !== at) return;
+    const list = (page && page.data) || [];
+    paging.next = page && page.has_more ? page.next_cursor : null;
     $('[data-action="newer"]').disabled = paging.page === 0;
     $('[data-action="older"]').disabled = !paging.next;
+    if (paging.focus && document.activeElement === document.body) {
+      const next = $$('.pager button').find((b) => !b.disabled && (b.getAttribute('data-action') === paging.focus || paging.page === 0));
+      if (next) next.focus();
+    }
+    paging.focus = null;
+    if (same('usage', [ask, failure, page])) return;
+    if (failure) return fill($('#records'), errorBox(failure, 'usage records'));
     $('#page-label').textContent = `Page ${paging.page + 1}` + (list.length ? ` · ${list.length} records` : '');
     if (!list.length) {
       const filtered = ['provider', 'model', 'task_type', 'user_id', 'org_id'].some((name) => filters[name]);
@@ -1385,24 +1444,59 @@
     return h('span', { class: 'muted', title: 'no price known for this model' }, 'unpriced');
   }
 
+  /** The export, fetched first: an error is shown, not saved as a .csv. */
+  async function downloadCsv(event) {
+    event.preventDefault();
+    const link = event.currentTarget;
+    const box = $('#csv-error');
+    if (link.getAttribute('aria-busy')) return;
+    link.setAttribute('aria-busy', 'true');
+    box.hidden = true;
+    try {
+      const response = await fetch(link.href, { credentials: 'same-origin', cache: 'no-store' });
+      if (!response.ok) {
+        const data = await response.json().catch(() => null);
+        const message = (data && data.error && data.error.message) || `The server answered ${response.status}`;
+        if (response.status === 401) return sessionEnded(message);
+        throw new Error(message);
+      }
+      const url = URL.createObjectURL(await response.blob());
+      const a = h('a', { href: url, download: link.getAttribute('download') || 'tollgate-usage.csv', hidden: true });
+      document.body.append(a);
+      a.click();
+      a.remove();
+      setTimeout(() => URL.revokeObjectURL(url), 30000);
+      announce('CSV export downloaded.');
+    } catch (error) {
+      box.textContent = 'Could not export the records: ' + error.message;
+      box.hidden = false;
+    } finally {
+      link.removeAttribute('aria-busy');
+    }
+  }
+
   function setupUsageControls() {
+    $('#csv-link').addEventListener('click', downloadCsv);
     $('#r-limit').addEventListener('change', () => {
       state.records = freshPaging();
       refresh('usage');
     });
-    $('[data-action="older"]').addEventListener('click', () => {
+    // Both pager buttons wait for the page asked for: a double click pages once.
+    const turn = (step) => {
       const paging = state.records;
-      if (!paging.next) return;
-      paging.cursors.length = paging.page + 1;
-      paging.cursors.push(paging.next);
-      paging.page += 1;
+      if (step > 0) {
+        if (!paging.next) return;
+        paging.cursors.length = paging.page + 1;
+        paging.cursors.push(paging.next);
+      } else if (paging.page === 0) return;
+      paging.page += step;
+      paging.next = null;
+      paging.focus = document.activeElement && document.activeElement.closest('.pager') && document.activeElement.getAttribute('data-action');
+      for (const name of ['newer', 'older']) $(`[data-action="${name}"]`).disabled = true;
       refresh('usage');
-    });
-    $('[data-action="newer"]').addEventListener('click', () => {
-      if (state.records.page === 0) return;
-      state.records.page -= 1;
-      refresh('usage');
-    });
+    };
+    $('[data-action="older"]').addEventListener('click', () => turn(1));
+    $('[data-action="newer"]').addEventListener('click', () => turn(-1));
   }
 
   // ---------------------------------------------------------------- tabs and polling
@@ -1418,18 +1512,26 @@
     }
     state.busy[tab] = true;
     const panel = $(`[data-panel="${tab}"]`);
+    const wraps = () => $$('.table-wrap', panel);
     panel.setAttribute('aria-busy', 'true');
+    let ok = false;
     try {
       const focus = focusKey(panel);
+      const scrolled = wraps().filter((el) => el.scrollLeft).map((el) => [el.getAttribute('aria-label'), el.scrollLeft]);
       await loaders[tab]();
+      ok = true;
       restoreFocus(panel, focus);
+      for (const [label, left] of scrolled) {
+        const el = wraps().find((w) => w.getAttribute('aria-label') === label);
+        if (el) el.scrollLeft = left;
+      }
     } catch (error) {
-      if (error.status !== 401) announce('Something went wrong: ' + (error.message || error), true);
+      if (error.status !== 401) announce('Something went wrong: ' + (error.message || error), tab);
     } finally {
       const again = state.busy[tab] === 'again';
       state.busy[tab] = false;
       if (state.session) {
-        markLoaded(tab);
+        markLoaded(tab, ok);
         if (again) refresh(tab);
       }
     }
@@ -1487,6 +1589,7 @@
 
   function startPolling() {
     stopPolling();
+    if (state.paused) return;
     state.timer = setInterval(() => {
       if (!document.hidden && state.session) refresh(state.tab);
     }, POLL_MS);
@@ -1498,8 +1601,20 @@
   }
 
   document.addEventListener('visibilitychange', () => {
-    if (!document.hidden && state.session) refresh(state.tab);
+    if (!document.hidden && state.session && !state.paused) refresh(state.tab);
   });
+
+  function setupPause() {
+    const button = $('[data-action="pause"]');
+    button.addEventListener('click', () => {
+      state.paused = !state.paused;
+      button.setAttribute('aria-pressed', String(state.paused));
+      announce(state.paused ? 'Auto-refresh paused.' : 'Auto-refresh resumed.');
+      startPolling();
+      if (state.paused) $('#updated').textContent += ' · auto-refresh paused';
+      else refresh(state.tab);
+    });
+  }
 
   // ---------------------------------------------------------------- session
 
@@ -1516,25 +1631,39 @@
     $('#login-key').focus();
   }
 
-  function teardown() {
+  // Leaving a session reloads the page: nothing of it (data, a webhook's
+  // secret, filters, cursors, answers still on their way) outlives it. The
+  // login form's message is carried over in sessionStorage.
+  const NOTE = 'tollgate-dashboard-note';
+  const SIGNED_OUT = 'You are signed out.';
+
+  function leave(message, reload) {
+    stopPolling();
     state.session = null;
-    Object.keys(state.charts).forEach(dropChart);
-    for (const panel of $$('[data-panel]')) {
-      panel.removeAttribute('data-loaded');
-      panel.removeAttribute('data-generation');
-    }
-    state.generation = {};
-    state.orgs = [];
+    try {
+      if (message) sessionStorage.setItem(NOTE, message);
+    } catch (_) { /* no storage: no message */ }
+    if (reload) location.reload();
+    else location.replace(BASE);
   }
 
   function sessionEnded(message) {
-    if (!state.session) return;
-    teardown();
-    showLogin(message || 'Your session has ended; sign in again.');
+    if (state.session) leave(message || 'Your session has ended; sign in again.');
   }
 
-  function startApp(session) {
+  function takeNote() {
+    try {
+      const note = sessionStorage.getItem(NOTE);
+      sessionStorage.removeItem(NOTE);
+      return note;
+    } catch (_) {
+      return null;
+    }
+  }
+
+  function startApp(session, note) {
     state.session = session;
+    if (session.timezone) state.serverTz = session.timezone;
     $('#boot').hidden = true;
     $('#login').hidden = true;
     $('#app').hidden = false;
@@ -1549,6 +1678,7 @@
     loadFilterOptions().then(writeFilters);
     selectTab(location.hash.slice(1));
     startPolling();
+    if (note === SIGNED_OUT) announce('Signing out did not finish: you are still signed in.', 'session');
   }
 
   function setupLogin() {
@@ -1577,12 +1707,13 @@
         button.disabled = false;
       }
     });
-    $('[data-action="logout"]').addEventListener('click', async () => {
+    $('[data-action="logout"]').addEventListener('click', async (event) => {
+      event.currentTarget.disabled = true;
+      stopPolling();
       try {
         await request(BASE + '/session', { method: 'DELETE' });
-      } catch (_) { /* the cookie may be gone already */ }
-      teardown();
-      showLogin('You are signed out.');
+      } catch (_) { /* the reload shows whether the session is gone */ }
+      leave(SIGNED_OUT);
     });
   }
 
@@ -1595,10 +1726,12 @@
     setupBudgetForm();
     setupProjectionControls();
     setupUsageControls();
+    setupPause();
+    const note = takeNote();
     try {
-      startApp(await request(BASE + '/session'));
+      startApp(await request(BASE + '/session'), note);
     } catch (error) {
-      showLogin(error.status === 401 ? '' : error.message);
+      showLogin(error.status === 401 ? note || '' : error.message);
     }
   }
 

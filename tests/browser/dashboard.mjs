@@ -8,7 +8,7 @@
 // Prints one line per step; exits 1 when any step fails.
 
 import assert from 'node:assert/strict';
-import { mkdir } from 'node:fs/promises';
+import { mkdir, readFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { chromium } from 'playwright-core';
@@ -33,6 +33,7 @@ const SCREENSHOT_DIR = process.env.SCREENSHOT_DIR || path.join(os.tmpdir(), 'tol
 const DASHBOARD = `${BASE}/admin/ai-usage`;
 const TABS = ['overview', 'providers', 'alerts', 'projections', 'budgets', 'usage'];
 const STEP_MS = 60_000;
+const POLL_MS = 15_000;
 const WAIT_MS = 30_000;
 
 // ------------------------------------------------------------------ helpers
@@ -122,6 +123,11 @@ async function openTab(page, tab) {
   await waitLoaded(page, tab, before);
 }
 
+/** Waits until the usage pager's label matches `pattern`. */
+async function waitPage(page, pattern) {
+  await page.waitForFunction((source) => new RegExp(source).test(document.querySelector('#page-label').textContent), pattern.source, { timeout: WAIT_MS });
+}
+
 /** Makes the visible tab load again now (as the 15 s poll would). */
 async function reloadTab(page, tab) {
   const before = await generation(page, tab);
@@ -179,7 +185,8 @@ const browser = await chromium.launch({
   args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
 });
 
-const adminContext = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+// A zone far from the server's: date presets must follow the server's zone.
+const adminContext = await browser.newContext({ viewport: { width: 1280, height: 900 }, timezoneId: 'Pacific/Kiritimati' });
 await recordCspViolations(adminContext);
 const page = await adminContext.newPage();
 watch(page, 'admin');
@@ -222,6 +229,7 @@ try {
         await root.locator('[data-chart="daily"] canvas').first().waitFor({ timeout: WAIT_MS });
         assert.ok(await rows(page, 'top-models').count() > 0, 'no top models');
         assert.ok(await rows(page, 'top-users').count() > 0, 'no top users');
+        assert.ok(await root.locator('[data-table="daily-data"] tbody tr').count() > 0, 'the daily chart has no data table');
       } else if (tab === 'providers') {
         assert.ok(await rows(page, 'providers').count() > 0, 'no provider balances');
         assert.ok(await rows(page, 'model-performance').count() > 0, 'no model performance rows');
@@ -232,6 +240,7 @@ try {
       } else if (tab === 'projections') {
         await root.locator('[data-chart="projection"] canvas').first().waitFor({ timeout: WAIT_MS });
         assert.ok((await root.locator('#projection-summary').textContent()).length > 0, 'no projection summary');
+        assert.ok(await root.locator('[data-table="projection-data"] tbody tr').count() > 0, 'the projection chart has no data table');
       } else if (tab === 'budgets') {
         assert.ok(await root.locator('[data-table="budgets"], #budgets .empty').count() > 0, 'no budgets list or empty state');
       } else if (tab === 'usage') {
@@ -339,6 +348,29 @@ try {
     await page.locator(`[data-table="alerts-history"] tr[data-id="${id}"][data-status="resolved"]`).waitFor({ timeout: WAIT_MS });
   });
 
+  await step('4b. after another tab signs in (new cookie and CSRF token), a change is retried with the new token', async () => {
+    const raised = await api('/alerts', {
+      method: 'POST',
+      body: { severity: 'critical', title: `Browser test CSRF renewal ${new Date().toISOString()}`, message: 'Raised by tests/browser/dashboard.mjs; safe to resolve.' },
+    });
+    assert.equal(raised.status, 201, `raising a test alert answered ${raised.status}`);
+    const id = raised.json.id;
+    await openTab(page, 'alerts');
+    const row = page.locator(`[data-table="alerts-active"] tbody tr[data-id="${id}"]`);
+    await row.waitFor({ timeout: WAIT_MS });
+    assert.match(await row.locator('[data-action="acknowledge"]').getAttribute('aria-label'), /^Acknowledge alert Browser test CSRF/);
+    // "Another tab": a new login in the same browser replaces the cookie.
+    const relogin = await page.evaluate((key) => fetch('/admin/ai-usage/session', {
+      method: 'POST', credentials: 'same-origin', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ key }),
+    }).then((r) => r.status), ADMIN_KEY);
+    assert.equal(relogin, 200, `the second login answered ${relogin}`);
+    await row.locator('[data-action="acknowledge"]').click();
+    await page.locator(`[data-table="alerts-active"] tr[data-id="${id}"][data-status="acknowledged"]`).waitFor({ timeout: WAIT_MS });
+    const alert = (await apiOk('/alerts?limit=1000')).data.find((a) => a.id === id);
+    assert.equal(alert.status, 'acknowledged', `the API says ${alert.status}`);
+    await api(`/alerts/${id}/resolve`, { method: 'POST' });
+  });
+
   await step('5. budgets: invalid amount and API 422 shown at the form; a created budget is listed (and deleted again)', async () => {
     await openTab(page, 'budgets');
     const form = page.locator('form[data-form="budget"]');
@@ -380,10 +412,91 @@ try {
 
     // Delete asks for a second click, then the row goes.
     const del = page.locator(`[data-table="budgets"] tr[data-id="${created}"] [data-action="delete"]`);
+    assert.match(await del.getAttribute('aria-label'), /^Delete budget .*monthly$/, 'the Delete button does not name its budget');
     await del.click();
+    assert.match(await del.getAttribute('aria-label'), /^Confirm delete budget /);
     await del.click();
     await page.locator(`[data-table="budgets"] tr[data-id="${created}"]`).waitFor({ state: 'detached', timeout: WAIT_MS });
     assert.ok(!(await apiOk('/budgets')).data.some((b) => b.id === created), 'the deleted budget is still listed by the API');
+  });
+
+  await step('5b. usage explorer: a double click on Older pages once; Newer goes back', async () => {
+    await openTab(page, 'usage');
+    await waitPage(page, /^Page 1\b/);
+    const first = await rowIds(page, 'records');
+    const older = page.locator('[data-action="older"]');
+    assert.ok(await older.isEnabled(), 'Older is disabled on page 1');
+    await older.dblclick();
+    await waitPage(page, /^Page [2-9]/);
+    await page.waitForTimeout(800);
+    const label = await page.locator('#page-label').textContent();
+    assert.match(label, /^Page 2\b/, `after a double click on Older the pager says "${label}"`);
+    const second = await rowIds(page, 'records');
+    assert.ok(second.length > 0 && !second.some((id) => first.includes(id)), 'page 2 repeats records of page 1');
+    assert.ok(await older.isEnabled(), 'Older stays disabled on page 2');
+    await page.locator('[data-action="newer"]').click();
+    await waitPage(page, /^Page 1\b/);
+    assert.ok(await page.locator('[data-action="newer"]').isDisabled(), 'Newer is enabled on page 1');
+  });
+
+  await step('5c. CSV download saves the export; an export error is shown, not saved', async () => {
+    await openTab(page, 'usage');
+    const [download] = await Promise.all([page.waitForEvent('download', { timeout: WAIT_MS }), page.locator('#csv-link').click()]);
+    assert.equal(download.suggestedFilename(), 'tollgate-usage.csv');
+    const text = await readFile(await download.path(), 'utf8');
+    assert.match(text.slice(0, 200), /^request_id,/, `the download starts "${text.slice(0, 80)}"`);
+    let saved = 0;
+    const count = () => { saved += 1; };
+    page.on('download', count);
+    await page.evaluate(() => { document.querySelector('#csv-link').href = '/api/v1/usage/export?format=csv&start_date=bogus'; });
+    await page.locator('#csv-link').click();
+    const error = page.locator('#csv-error');
+    await error.waitFor({ state: 'visible', timeout: WAIT_MS });
+    assert.match(await error.textContent(), /bogus/, `export error reads "${await error.textContent()}"`);
+    await page.waitForTimeout(300);
+    page.off('download', count);
+    assert.equal(saved, 0, 'an error answer was saved as a download');
+  });
+
+  await step('5d. "Custom…" waits for Apply; an end date alone means the 30 days up to it; presets use the server zone', async () => {
+    await openTab(page, 'overview');
+    const zone = await page.evaluate(() => fetch('/admin/ai-usage/session', { credentials: 'same-origin' }).then((r) => r.json()).then((s) => s.timezone));
+    assert.ok(zone, 'GET /admin/ai-usage/session has no timezone');
+    const day = (ms) => new Intl.DateTimeFormat('en-CA', { timeZone: zone, year: 'numeric', month: '2-digit', day: '2-digit' }).format(new Date(ms));
+    const preset = new URLSearchParams(await panel(page, 'overview').getAttribute('data-query')).get('start_date');
+    assert.ok([day(Date.now() - 29 * 86400000), day(Date.now() - 29 * 86400000 - 60000)].includes(preset), `"Last 30 days" starts ${preset} (server zone ${zone})`);
+    await page.locator('#f-preset').selectOption('custom');
+    await page.waitForTimeout(300);
+    assert.equal(await page.locator('#filters-error').isVisible(), false, 'choosing Custom… shows an error before any date');
+    const end = day(Date.now());
+    await page.locator('#f-end').fill(end);
+    await page.locator('#filters button[type="submit"]').click();
+    await page.waitForFunction((e) => (document.querySelector('[data-panel="overview"]').getAttribute('data-query') || '').includes(`end_date=${e}`), end, { timeout: WAIT_MS });
+    const q = new URLSearchParams(await panel(page, 'overview').getAttribute('data-query'));
+    const start = new Date(Date.parse(end) - 29 * 86400000).toISOString().slice(0, 10);
+    assert.equal(q.get('start_date'), start, `an end date ${end} alone starts ${q.get('start_date')}`);
+    await waitLoaded(page, 'overview', await generation(page, 'overview'));
+    assert.deepEqual(await panel(page, 'overview').locator('.error[role="alert"]:visible').allTextContents(), []);
+    await page.locator('[data-action="reset-filters"]').click();
+    await page.waitForFunction(() => !(document.querySelector('[data-panel="overview"]').getAttribute('data-query') || '').includes('end_date='), null, { timeout: WAIT_MS });
+  });
+
+  await step('5e. "Pause auto-refresh" (keyboard) stops polling; resuming loads again', async () => {
+    await openTab(page, 'usage');
+    const toggle = page.locator('[data-action="pause"]');
+    assert.equal(await toggle.getAttribute('aria-pressed'), 'false');
+    assert.equal(await page.locator('#updated').getAttribute('aria-live'), null, 'the update time is a live region');
+    await toggle.focus();
+    await page.keyboard.press('Enter');
+    assert.equal(await toggle.getAttribute('aria-pressed'), 'true', 'Enter did not press the toggle');
+    await page.waitForTimeout(1000);
+    const before = await generation(page, 'usage');
+    await page.evaluate(() => document.dispatchEvent(new Event('visibilitychange')));
+    await page.waitForTimeout(POLL_MS + 1500);
+    assert.equal(await generation(page, 'usage'), before, 'the usage tab was reloaded while auto-refresh was paused');
+    await page.keyboard.press('Space');
+    assert.equal(await toggle.getAttribute('aria-pressed'), 'false', 'Space did not release the toggle');
+    await waitLoaded(page, 'usage', before);
   });
 
   await step('6. a member sees only their own data and no admin-only parts', async () => {
@@ -501,11 +614,35 @@ try {
     if (expectedNetworkErrors.length) console.log(`     (${expectedNetworkErrors.length} expected 4xx answers logged by the browser)`);
   });
 
-  await step('10. logout returns to the login form', async () => {
+  await step('10. logout reloads to the login form; nothing of the session stays in the page', async () => {
+    await openTab(page, 'usage');
+    assert.ok(await rows(page, 'records').count() > 0, 'no records before logging out');
     await page.locator('[data-action="logout"]').click();
     await page.locator('form[data-form="login"]').waitFor({ state: 'visible', timeout: WAIT_MS });
+    assert.match(await page.locator('#login-error').textContent(), /signed out/i, 'no "signed out" message');
+    assert.equal(await page.locator('#app').isVisible(), false, 'the dashboard is still visible');
+    assert.equal(await page.locator('[data-table]').count(), 0, 'tables of the previous session are still in the page');
+    assert.equal(await page.locator('[data-panel][data-loaded]').count(), 0, 'panels still marked as loaded');
     const status = await page.evaluate(() => fetch('/admin/ai-usage/session', { credentials: 'same-origin' }).then((r) => r.status));
     assert.equal(status, 401, `the session still answers ${status} after logging out`);
+  });
+
+  await step('11. signing in again after logout (as the member) shows only the member\'s data', async () => {
+    const form = page.locator('form[data-form="login"]');
+    await form.locator('input[name="key"]').fill(MEMBER_KEY);
+    await form.locator('button[type="submit"]').click();
+    await waitLoaded(page, 'overview');
+    assert.equal(await page.locator('[data-role-label]').getAttribute('data-role'), 'member');
+    await openTab(page, 'usage');
+    assert.match(await page.locator('#page-label').textContent(), /^Page 1\b/);
+    const owners = await rows(page, 'records').evaluateAll((trs) => trs.map((tr) => tr.getAttribute('data-user-id')));
+    assert.ok(owners.length > 0, 'no records for the member');
+    assert.deepEqual([...new Set(owners)], [MEMBER_USER], `records belong to ${[...new Set(owners)].join(', ')}`);
+    assert.equal(await page.locator('[data-table="webhooks"], [data-table="providers"]').count(), 0, 'admin tables survived the logout');
+    await page.locator('[data-action="logout"]').click();
+    await page.locator('form[data-form="login"]').waitFor({ state: 'visible', timeout: WAIT_MS });
+    await collectCsp(page, 'admin page after logout');
+    assert.deepEqual(problems, [], `${problems.length} problem(s):\n${problems.join('\n')}`);
   });
 } catch (error) {
   failures += 1;
