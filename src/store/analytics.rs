@@ -288,7 +288,11 @@ enum Backend {
 /// The table, group expressions and sums for a segment, without filters.
 fn select(segment: &Segment, grouping: Grouping, tagged: bool, backend: Backend) -> String {
     let cost_only = grouping == Grouping::CostByBucketAndProvider;
-    let rollup_sums = if cost_only { &ROLLUP_COST } else { &ROLLUP_SUMS };
+    let rollup_sums = if cost_only {
+        &ROLLUP_COST
+    } else {
+        &ROLLUP_SUMS
+    };
     let (table, bucket, sums) = match segment {
         Segment::Days { .. } if tagged => ("ai_usage_daily_tags", "day", rollup_sums.as_str()),
         Segment::Days { .. } => ("ai_usage_daily", "day", rollup_sums.as_str()),
