@@ -204,38 +204,70 @@ pub enum ExportError {
     Task(String),
 }
 
-/// Reads the records matching a filter page by page, oldest first.
+/// A page of the export: the records after `after` up to `until`
+/// (inclusive), which held [`PAGE_SIZE`] records when the page was planned;
+/// the last page has no `until`.
+#[derive(Debug, Clone, Copy)]
+struct PageRange {
+    after: Option<Cursor>,
+    until: Option<Cursor>,
+}
+
+/// Plans the export's pages ahead of reading them: each page's last
+/// position comes from a cheap query that skips [`PAGE_SIZE`] records
+/// along the time index, so several pages can then be read at once.
 #[derive(Debug)]
-struct Pages {
+struct Planner {
     store: Store,
     filter: RecordFilter,
     cursor: Option<Cursor>,
     done: bool,
 }
 
-impl Pages {
-    fn new(store: Store, filter: RecordFilter) -> Self {
-        Pages {
-            store,
-            filter,
-            cursor: None,
-            done: false,
-        }
-    }
-
-    /// The next page, or `None` after the last. The first page is always
-    /// returned, even empty.
-    async fn next(&mut self) -> Result<Option<ExportBatch>, StoreError> {
+impl Planner {
+    /// The next page's range, or `None` after the last. There is always a
+    /// first page, even for an empty export.
+    async fn next(&mut self) -> Result<Option<PageRange>, StoreError> {
         if self.done {
             return Ok(None);
         }
-        let batch = self
+        let until = self
             .store
-            .usage_export_page(&self.filter, self.cursor, PAGE_SIZE)
+            .usage_export_boundary(&self.filter, self.cursor, PAGE_SIZE)
             .await?;
-        self.cursor = batch.next;
-        self.done = batch.next.is_none();
-        Ok(Some(batch))
+        let range = PageRange {
+            after: self.cursor,
+            until,
+        };
+        match until {
+            Some(until) => self.cursor = Some(until),
+            None => self.done = true,
+        }
+        Ok(Some(range))
+    }
+}
+
+/// Reads every record of a page's range. A planned range holds one page's
+/// records; records written into it since it was planned make it longer,
+/// so it is read in pages of at most twice the planned size until it ends.
+async fn read_range(
+    store: &Store,
+    filter: &RecordFilter,
+    range: PageRange,
+) -> Result<Vec<ExportBatch>, StoreError> {
+    let limit = PAGE_SIZE * 2;
+    let mut batches = Vec::with_capacity(1);
+    let mut after = range.after;
+    loop {
+        let batch = store
+            .usage_export_page(filter, after, range.until, limit)
+            .await?;
+        let next = batch.next;
+        batches.push(batch);
+        match next {
+            Some(position) => after = Some(position),
+            None => return Ok(batches),
+        }
     }
 }
 
@@ -246,38 +278,58 @@ pub struct Chunk {
     pub records: u32,
 }
 
-/// Pages encoded at once, each on a blocking thread: reading the next page
-/// and encoding the last two overlap (see "Export" in docs/benchmarks.md).
-const ENCODERS: usize = 2;
+/// Pages read and encoded at once: each is read on its own connection and
+/// encoded on the blocking pool, so the database (SQLite builds a page on
+/// one core) and the encoders use every core (see "Export" in
+/// docs/benchmarks.md). At most this many pages are in memory.
+const PAGES_AT_ONCE: usize = 3;
 
-/// The whole export as a stream of encoded chunks, in order. Pages are read
-/// one after another and encoded [`ENCODERS`] at a time on the blocking
-/// pool, so the database and the encoders work at once; at most
-/// `ENCODERS + 1` pages are in memory.
+/// The whole export as a stream of encoded chunks, in order: pages are
+/// planned one after another and read and encoded [`PAGES_AT_ONCE`] at a
+/// time.
 pub fn chunks(
     store: Store,
     filter: RecordFilter,
     format: Format,
 ) -> impl futures_util::Stream<Item = Result<Chunk, ExportError>> + Send + 'static {
-    let pages = futures_util::stream::try_unfold(Pages::new(store, filter), |mut pages| async {
-        let batch = pages.next().await?;
-        Ok::<_, StoreError>(batch.map(|batch| (batch, pages)))
+    let planner = Planner {
+        store: store.clone(),
+        filter: filter.clone(),
+        cursor: None,
+        done: false,
+    };
+    let ranges = futures_util::stream::try_unfold(planner, |mut planner| async {
+        let range = planner.next().await?;
+        Ok::<_, StoreError>(range.map(|range| (range, planner)))
     });
-    pages
+    ranges
         .enumerate()
-        .map(move |(index, batch)| async move {
-            let batch = batch?;
-            let encoding = tokio::task::spawn_blocking(move || {
-                encode(format, index == 0, &batch).map(|bytes| Chunk {
-                    bytes,
-                    records: batch.count,
-                })
-            });
-            encoding
-                .await
-                .map_err(|error| ExportError::Task(error.to_string()))?
+        .map(move |(index, range)| {
+            let (store, filter) = (store.clone(), filter.clone());
+            async move {
+                let batches = read_range(&store, &filter, range?).await?;
+                let encoding = tokio::task::spawn_blocking(move || {
+                    let mut chunk = Chunk {
+                        bytes: Vec::new(),
+                        records: 0,
+                    };
+                    for (number, batch) in batches.iter().enumerate() {
+                        let encoded = encode(format, index == 0 && number == 0, batch)?;
+                        if chunk.bytes.is_empty() {
+                            chunk.bytes = encoded;
+                        } else {
+                            chunk.bytes.extend(encoded);
+                        }
+                        chunk.records += batch.count;
+                    }
+                    Ok::<_, ExportError>(chunk)
+                });
+                encoding
+                    .await
+                    .map_err(|error| ExportError::Task(error.to_string()))?
+            }
         })
-        .buffered(ENCODERS)
+        .buffered(PAGES_AT_ONCE)
 }
 
 /// A usage record as the API shows it: the table's columns, cost both as a

@@ -192,14 +192,39 @@ const POSTGRES_COLUMNS: &str = "SELECT request_id, parent_request_id, created_at
      latency_ms, time_to_first_token_ms, status_code, success, status, error_type, stream, \
      provider_request_id, metadata FROM ai_provider_usage WHERE TRUE";
 
-/// [`SQLITE_ROWS`] over the records after `cursor` that match `filter`.
-fn sqlite_query(filter: &RecordFilter, cursor: Option<Cursor>, limit: u32) -> QueryBuilder<Sqlite> {
+/// [`SQLITE_ROWS`] over the records after `cursor` (and up to `until`,
+/// inclusive) that match `filter`.
+fn sqlite_query(
+    filter: &RecordFilter,
+    cursor: Option<Cursor>,
+    until: Option<Cursor>,
+    limit: u32,
+) -> QueryBuilder<Sqlite> {
     let mut query = QueryBuilder::<Sqlite>::new(SQLITE_ROWS);
     query.push("SELECT * FROM ai_provider_usage WHERE TRUE");
-    sqlite::push_record_filter(
-        &mut query,
-        &sqlite::behind_cursor(filter, cursor, Order::OldestFirst),
-    );
+    push_sqlite_bounds(&mut query, filter, cursor, until);
+    query
+        .push(" ORDER BY created_at, request_id LIMIT ")
+        .push_bind(i64::from(limit))
+        .push(")");
+    query
+}
+
+/// The filter and the position bounds. A bound on the position makes the
+/// filter's bound on that side redundant, and SQLite enters the index by
+/// whichever it is given first, so those are left out (with the start
+/// bound in, every page scanned from the start: quadratic in the range).
+fn push_sqlite_bounds(
+    query: &mut QueryBuilder<Sqlite>,
+    filter: &RecordFilter,
+    cursor: Option<Cursor>,
+    until: Option<Cursor>,
+) {
+    let mut filter = sqlite::behind_cursor(filter, cursor, Order::OldestFirst);
+    if until.is_some() {
+        filter.end = None;
+    }
+    sqlite::push_record_filter(query, &filter);
     if let Some(cursor) = cursor {
         query
             .push(" AND (created_at, request_id) > (")
@@ -208,11 +233,88 @@ fn sqlite_query(filter: &RecordFilter, cursor: Option<Cursor>, limit: u32) -> Qu
             .push_bind(cursor.request_id)
             .push(")");
     }
+    if let Some(until) = until {
+        query
+            .push(" AND (created_at, request_id) <= (")
+            .push_bind(until.created_at.timestamp_micros())
+            .push(", ")
+            .push_bind(until.request_id)
+            .push(")");
+    }
+}
+
+/// The position of the `offset`-th record after `cursor` (1 is the next
+/// one), if there are that many.
+pub async fn boundary_sqlite(
+    reader: &SqlitePool,
+    filter: &RecordFilter,
+    cursor: Option<Cursor>,
+    offset: u32,
+) -> Result<Option<Cursor>, StoreError> {
+    let mut query = QueryBuilder::<Sqlite>::new(
+        "SELECT created_at, request_id FROM ai_provider_usage WHERE TRUE",
+    );
+    push_sqlite_bounds(&mut query, filter, cursor, None);
     query
-        .push(" ORDER BY created_at, request_id LIMIT ")
-        .push_bind(i64::from(limit))
-        .push(")");
+        .push(" ORDER BY created_at, request_id LIMIT 1 OFFSET ")
+        .push_bind(i64::from(offset.saturating_sub(1)));
+    let row: Option<(i64, Uuid)> = query.build_query_as().fetch_optional(reader).await?;
+    row.map(|(micros, request_id)| {
+        DateTime::from_timestamp_micros(micros)
+            .map(|created_at| Cursor {
+                created_at,
+                request_id,
+            })
+            .ok_or_else(|| StoreError::Corrupt(format!("created_at out of range: {micros}")))
+    })
+    .transpose()
+}
+
+/// The same on PostgreSQL, in the caller's scoped transaction.
+pub async fn boundary_postgres(
+    connection: &mut sqlx::PgConnection,
+    filter: &RecordFilter,
+    cursor: Option<Cursor>,
+    offset: u32,
+) -> Result<Option<Cursor>, StoreError> {
+    let mut query = QueryBuilder::<Postgres>::new(
+        "SELECT created_at, request_id FROM ai_provider_usage WHERE TRUE",
+    );
+    push_postgres_bounds(&mut query, filter, cursor, None);
     query
+        .push(" ORDER BY created_at, request_id LIMIT 1 OFFSET ")
+        .push_bind(i64::from(offset.saturating_sub(1)));
+    let row: Option<(DateTime<Utc>, Uuid)> =
+        query.build_query_as().fetch_optional(connection).await?;
+    Ok(row.map(|(created_at, request_id)| Cursor {
+        created_at,
+        request_id,
+    }))
+}
+
+fn push_postgres_bounds(
+    query: &mut QueryBuilder<Postgres>,
+    filter: &RecordFilter,
+    cursor: Option<Cursor>,
+    until: Option<Cursor>,
+) {
+    postgres::push_record_filter(query, filter);
+    if let Some(cursor) = cursor {
+        query
+            .push(" AND (created_at, request_id) > (")
+            .push_bind(cursor.created_at)
+            .push(", ")
+            .push_bind(cursor.request_id)
+            .push(")");
+    }
+    if let Some(until) = until {
+        query
+            .push(" AND (created_at, request_id) <= (")
+            .push_bind(until.created_at)
+            .push(", ")
+            .push_bind(until.request_id)
+            .push(")");
+    }
 }
 
 /// Reads [`SQLITE_ROWS`]'s position of the last record.
@@ -228,10 +330,11 @@ pub async fn page_sqlite(
     reader: &SqlitePool,
     filter: &RecordFilter,
     cursor: Option<Cursor>,
+    until: Option<Cursor>,
     limit: u32,
 ) -> Result<ExportBatch, StoreError> {
     let (json, count, last): (Option<String>, i64, Option<String>) =
-        sqlite_query(filter, cursor, limit)
+        sqlite_query(filter, cursor, until, limit)
             .build_query_as()
             .fetch_one(reader)
             .await?;
@@ -255,18 +358,11 @@ pub async fn page_postgres(
     connection: &mut sqlx::PgConnection,
     filter: &RecordFilter,
     cursor: Option<Cursor>,
+    until: Option<Cursor>,
     limit: u32,
 ) -> Result<ExportBatch, StoreError> {
     let mut query = QueryBuilder::<Postgres>::new(POSTGRES_COLUMNS);
-    postgres::push_record_filter(&mut query, filter);
-    if let Some(cursor) = cursor {
-        query
-            .push(" AND (created_at, request_id) > (")
-            .push_bind(cursor.created_at)
-            .push(", ")
-            .push_bind(cursor.request_id)
-            .push(")");
-    }
+    push_postgres_bounds(&mut query, filter, cursor, until);
     query
         .push(" ORDER BY created_at, request_id LIMIT ")
         .push_bind(i64::from(limit));

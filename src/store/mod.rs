@@ -220,15 +220,42 @@ impl Store {
         &self,
         filter: &RecordFilter,
         cursor: Option<Cursor>,
+        until: Option<Cursor>,
         limit: u32,
     ) -> Result<ExportBatch, StoreError> {
         match self {
-            Store::Sqlite(store) => export::page_sqlite(&store.reader, filter, cursor, limit).await,
+            Store::Sqlite(store) => {
+                export::page_sqlite(&store.reader, filter, cursor, until, limit).await
+            }
             Store::Postgres(store) => {
                 let mut transaction = store.scoped(&filter.scope).await?;
-                let page = export::page_postgres(&mut transaction, filter, cursor, limit).await?;
+                let page =
+                    export::page_postgres(&mut transaction, filter, cursor, until, limit).await?;
                 transaction.commit().await?;
                 Ok(page)
+            }
+        }
+    }
+
+    /// Where the `offset`-th record after `cursor` that matches the filter
+    /// is, oldest first, if there are that many: how an export finds its
+    /// pages' ends ahead of reading them, so it can read several at once.
+    pub async fn usage_export_boundary(
+        &self,
+        filter: &RecordFilter,
+        cursor: Option<Cursor>,
+        offset: u32,
+    ) -> Result<Option<Cursor>, StoreError> {
+        match self {
+            Store::Sqlite(store) => {
+                export::boundary_sqlite(&store.reader, filter, cursor, offset).await
+            }
+            Store::Postgres(store) => {
+                let mut transaction = store.scoped(&filter.scope).await?;
+                let boundary =
+                    export::boundary_postgres(&mut transaction, filter, cursor, offset).await?;
+                transaction.commit().await?;
+                Ok(boundary)
             }
         }
     }
