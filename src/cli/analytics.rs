@@ -34,7 +34,7 @@ pub async fn generate(
 ) -> Result<(), CliError> {
     let pricing = Arc::new(pricing_from_config(config)?);
     let (recorder, task) = Recorder::start(
-        store,
+        store.clone(),
         pricing,
         &config.recorder.spool_dir,
         RecorderSettings::from_config(config),
@@ -70,6 +70,10 @@ pub async fn generate(
     }
     progress.set_message("writing");
     task.shutdown(&recorder).await;
+    progress.set_message("analyzing");
+    if let Err(error) = store.refresh_statistics().await {
+        tracing::warn!(%error, "cannot refresh the planner's statistics; run ANALYZE");
+    }
     progress.finish_and_clear();
     writeln!(
         out,

@@ -161,6 +161,16 @@ impl Store {
         dispatch!(self, migrate())
     }
 
+    /// After a bulk fill: refreshes PostgreSQL's planner statistics, which
+    /// its autovacuum would otherwise refresh later (or never, where it is
+    /// off). SQLite plans these queries well without statistics.
+    pub async fn refresh_statistics(&self) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(_) => Ok(()),
+            Store::Postgres(store) => store.analyze().await,
+        }
+    }
+
     /// Answers whether the database is reachable right now.
     pub async fn ping(&self) -> Result<(), StoreError> {
         dispatch!(self, ping())

@@ -121,6 +121,21 @@ impl PostgresStore {
         report
     }
 
+    /// Refreshes the planner's statistics (`ANALYZE`, as the tables' owner).
+    /// Autovacuum does this in the background; a bulk fill on a server
+    /// without it leaves plans made for an empty table (measured: 2.7 s
+    /// instead of 4 ms for a member's first page of records at 10M).
+    pub async fn analyze(&self) -> Result<(), StoreError> {
+        let owner = PgPoolOptions::new()
+            .max_connections(1)
+            .connect_with((*self.owner).clone())
+            .await?;
+        let result = sqlx::query("ANALYZE").execute(&owner).await;
+        owner.close().await;
+        result?;
+        Ok(())
+    }
+
     /// A transaction that runs as the caller: on the callers' pool with the
     /// settings PostgreSQL's policies read, or on the server's own pool for
     /// a scope that sees everything.
