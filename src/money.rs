@@ -100,11 +100,14 @@ impl fmt::Display for NanoUsd {
     }
 }
 
-/// Adds amounts, failing on overflow instead of wrapping.
+/// Adds amounts: the exact total when it fits, `None` when it does not
+/// (never a wrapped value). Partial sums are kept wider, so the answer does
+/// not depend on the order (a large credit after a large charge is fine).
 pub fn checked_sum<I: IntoIterator<Item = NanoUsd>>(amounts: I) -> Option<NanoUsd> {
-    amounts
-        .into_iter()
-        .try_fold(NanoUsd::ZERO, NanoUsd::checked_add)
+    let total = amounts.into_iter().try_fold(0_i128, |total, amount| {
+        total.checked_add(i128::from(amount.nanos()))
+    })?;
+    i64::try_from(total).ok().map(NanoUsd::from_nanos)
 }
 
 /// A USD amount given as a JSON string or number, read as exact decimal
