@@ -194,6 +194,14 @@ impl App {
         let recorder = state.recorder.clone();
         let store = state.store.clone();
         let tasks = state.tasks.clone();
+        // When the shutdown began: in-flight requests and exchanges get
+        // `shutdown_grace_seconds` from then on, not forever.
+        let grace = Duration::from_secs(state.config.server.shutdown_grace_seconds);
+        let (began_tx, began_rx) = tokio::sync::oneshot::channel::<tokio::time::Instant>();
+        let shutdown = async move {
+            shutdown.await;
+            let _ = began_tx.send(tokio::time::Instant::now());
+        };
         let budgets = state.budgets.clone();
         let (stop_budgets, budget_loop) = {
             let budgets = state.budgets.clone();
@@ -307,25 +315,66 @@ impl App {
             "serving"
         );
         let service = router.into_make_service_with_connect_info::<http::ClientAddress>();
-        let served = match tls {
-            Some(acceptor) => {
-                axum::serve(
-                    crate::listener::TlsListener::new(listener, acceptor),
-                    service,
-                )
-                .with_graceful_shutdown(shutdown)
-                .await
-            }
-            None => {
-                axum::serve(crate::listener::PlainListener(listener), service)
+        let serving = async move {
+            match tls {
+                Some(acceptor) => {
+                    axum::serve(
+                        crate::listener::TlsListener::new(listener, acceptor),
+                        service,
+                    )
                     .with_graceful_shutdown(shutdown)
                     .await
+                }
+                None => {
+                    axum::serve(crate::listener::PlainListener(listener), service)
+                        .with_graceful_shutdown(shutdown)
+                        .await
+                }
+            }
+        };
+        let mut began_rx = began_rx;
+        let mut began = None;
+        tokio::pin!(serving);
+        // Serve until stopped; once the shutdown began, connections still
+        // open get until the deadline, then are closed.
+        let served = loop {
+            tokio::select! {
+                served = &mut serving => break served,
+                at = &mut began_rx, if began.is_none() => match at {
+                    Ok(at) => began = Some(at),
+                    // Never sent (the shutdown future is gone): no deadline.
+                    Err(_) => {
+                        began = Some(tokio::time::Instant::now() + Duration::from_secs(365 * 86_400));
+                    }
+                },
+                () = async {
+                    match began {
+                        Some(at) => tokio::time::sleep_until(at + grace).await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    tracing::warn!(
+                        grace_seconds = grace.as_secs(),
+                        "requests still in flight when the shutdown grace period ended; closing them"
+                    );
+                    break Ok(());
+                }
             }
         };
         // Exchanges whose clients hung up may still be running; they record
-        // their usage before the recorder stops.
+        // their usage before the recorder stops, within what is left of the
+        // grace period.
         tasks.close();
-        tasks.wait().await;
+        let deadline = began.unwrap_or_else(tokio::time::Instant::now) + grace;
+        if tokio::time::timeout_at(deadline, tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                exchanges = tasks.len(),
+                "gateway exchanges still running when the shutdown grace period ended; their usage may not be recorded"
+            );
+        }
         let _ = stop_budgets.send(());
         if let Some((stop_reporting, reporting_loop)) = reporting {
             let _ = stop_reporting.send(());

@@ -197,6 +197,9 @@ pub struct ServerConfig {
     pub tls_key: Option<std::path::PathBuf>,
     pub max_body_bytes: usize,
     pub timezone: chrono_tz::Tz,
+    /// On SIGTERM or Ctrl-C: how long in-flight requests, streams and
+    /// gateway exchanges may take to finish before they are cut off.
+    pub shutdown_grace_seconds: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]

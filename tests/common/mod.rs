@@ -377,6 +377,31 @@ pub struct ServeProcess {
     child: std::process::Child,
 }
 
+impl ServeProcess {
+    /// Sends the process SIGTERM, as an orchestrator stopping it would.
+    pub fn terminate(&self) {
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -TERM failed");
+    }
+
+    /// Waits up to `timeout` for the process to exit; its status if it did.
+    pub fn wait_for_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if std::time::Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
 impl Drop for ServeProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -449,5 +474,26 @@ pub fn evaluator_settings() -> tollgate::alerts::evaluator::EvaluatorSettings {
         error_window: Duration::from_secs(15 * 60),
         resolve_hold: Duration::ZERO,
         timezone: chrono_tz::UTC,
+    }
+}
+
+/// Every record the store holds, read directly (no server needed).
+pub async fn all_records_in(store: &Store) -> Vec<tollgate::usage::UsageRecord> {
+    let filter = tollgate::store::RecordFilter {
+        scope: tollgate::store::Scope::All,
+        ..tollgate::store::RecordFilter::default()
+    };
+    let mut records = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = store
+            .usage_records(&filter, cursor, 500)
+            .await
+            .expect("a page");
+        records.extend(page.records);
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => return records,
+        }
     }
 }
