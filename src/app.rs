@@ -308,29 +308,36 @@ impl App {
         } else {
             None
         };
+        let config_for_limits = Arc::clone(&state.config);
         let router = http::router(state);
         tracing::info!(
             address = %listener.local_addr().map_err(AppError::Serve)?,
             https = tls.is_some(),
             "serving"
         );
-        let service = router.into_make_service_with_connect_info::<http::ClientAddress>();
+        let limits = http::server::EdgeLimits::from_config(&config_for_limits.server);
         let serving = async move {
             match tls {
                 Some(acceptor) => {
-                    axum::serve(
+                    http::server::serve(
                         crate::listener::TlsListener::new(listener, acceptor),
-                        service,
+                        router,
+                        limits,
+                        shutdown,
                     )
-                    .with_graceful_shutdown(shutdown)
-                    .await
+                    .await;
                 }
                 None => {
-                    axum::serve(crate::listener::PlainListener(listener), service)
-                        .with_graceful_shutdown(shutdown)
-                        .await
+                    http::server::serve(
+                        crate::listener::PlainListener(listener),
+                        router,
+                        limits,
+                        shutdown,
+                    )
+                    .await;
                 }
             }
+            Ok::<(), std::io::Error>(())
         };
         let mut began_rx = began_rx;
         let mut began = None;

@@ -200,6 +200,12 @@ pub struct ServerConfig {
     /// On SIGTERM or Ctrl-C: how long in-flight requests, streams and
     /// gateway exchanges may take to finish before they are cut off.
     pub shutdown_grace_seconds: u64,
+    /// A client must send a request's headers within this long (slow-loris).
+    pub header_read_timeout_seconds: u64,
+    /// Headers in one request at most; more get 431.
+    pub max_headers: usize,
+    /// Connections open at once at most; past it new ones get 503.
+    pub max_connections: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]

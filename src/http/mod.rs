@@ -12,6 +12,7 @@ mod gateway;
 mod health;
 mod providers;
 mod reports;
+pub mod server;
 mod tenants;
 mod usage;
 mod webhooks;
