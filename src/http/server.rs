@@ -11,9 +11,10 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::connect_info::ConnectInfo;
 use axum::serve::Listener;
+use hyper::Request;
+use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
@@ -73,11 +74,16 @@ where
             });
             continue;
         };
-        let service = TowerToHyperService::new(
-            router
-                .clone()
-                .layer(axum::Extension(ConnectInfo(ClientAddress(address)))),
-        );
+        // The router answers every request; each learns its client's
+        // address as `ConnectInfo`, as `axum::serve` would have told it.
+        let connection_router = router.clone();
+        let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
+            request
+                .extensions_mut()
+                .insert(ConnectInfo(ClientAddress(address)));
+            // A Router is always ready: no `poll_ready` needed.
+            tower_service::Service::call(&mut connection_router.clone(), request)
+        });
         let mut builder = hyper::server::conn::http1::Builder::new();
         builder
             .timer(TokioTimer::new())
