@@ -23,11 +23,9 @@ use std::collections::BTreeMap;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::extract::connect_info::Connected;
 use axum::http::Method;
 use axum::middleware;
 use axum::routing::{MethodRouter, get, post};
-use axum::serve::IncomingStream;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio_util::task::TaskTracker;
 
@@ -82,21 +80,10 @@ pub struct Services {
 }
 
 /// The address a request came from, whatever the listener (plain TCP or
-/// TLS): the audit log's client address.
+/// TLS): the audit log's client address. `http::server` gives it to every
+/// request as `ConnectInfo`.
 #[derive(Debug, Clone, Copy)]
 pub struct ClientAddress(pub std::net::SocketAddr);
-
-impl Connected<IncomingStream<'_, crate::listener::PlainListener>> for ClientAddress {
-    fn connect_info(stream: IncomingStream<'_, crate::listener::PlainListener>) -> Self {
-        ClientAddress(*stream.remote_addr())
-    }
-}
-
-impl Connected<IncomingStream<'_, crate::listener::TlsListener>> for ClientAddress {
-    fn connect_info(stream: IncomingStream<'_, crate::listener::TlsListener>) -> Self {
-        ClientAddress(*stream.remote_addr())
-    }
-}
 
 /// A route's declared rule: who may call it.
 #[derive(Debug, Clone, PartialEq, Eq)]
