@@ -68,6 +68,9 @@ pub enum Command {
         #[command(subcommand)]
         command: keys::KeysCommand,
     },
+    /// Check that the raw usage records, the rollups, the budget spend and
+    /// the alert minutes agree to the nano-dollar; exits 1 if they do not.
+    CheckLedger,
     /// Delete rows past their retention age now (the server also does this
     /// hourly).
     Retention {
@@ -307,6 +310,12 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<(), CliError> {
     match cli.command {
         Command::Serve { .. } => serve(config).await,
         Command::Migrate => migrate(config, out).await,
+        Command::CheckLedger => {
+            let store = open_store(&config).await?;
+            let totals = store.ledger_totals().await;
+            store.close().await;
+            check_ledger(&totals?, out)
+        }
         Command::Keys { command } => {
             let store = open_store(&config).await?;
             let result = keys::run(&store, command, out).await;
@@ -476,6 +485,42 @@ async fn serve(config: Config) -> Result<(), CliError> {
     report_migrations_to_log(app.migrations());
     app.run_until_stopped(shutdown_signal()).await?;
     Ok(())
+}
+
+fn check_ledger(totals: &crate::store::LedgerTotals, out: &mut dyn Write) -> Result<(), CliError> {
+    writeln!(
+        out,
+        "{:<22} {:>14} {:>22}",
+        "table", "requests", "cost (USD)"
+    )?;
+    for (name, row) in [
+        ("ai_provider_usage", totals.records),
+        ("ai_model_performance", totals.model_performance),
+        ("ai_usage_daily", totals.daily),
+        ("ai_usage_hourly", totals.hourly),
+        ("ai_budget_spend", totals.budget_spend),
+    ] {
+        writeln!(
+            out,
+            "{name:<22} {:>14} {:>22}",
+            row.requests,
+            row.cost.to_usd().to_string()
+        )?;
+    }
+    writeln!(
+        out,
+        "{:<22} {:>14} {:>22}",
+        "ai_usage_minutes", totals.alert_minutes_requests, "-"
+    )?;
+    let wrong = totals.disagreements();
+    if wrong.is_empty() {
+        writeln!(out, "The ledger and everything derived from it agree.")?;
+        return Ok(());
+    }
+    Err(CliError::Invalid(format!(
+        "the ledger disagrees with {} (retention prunes raw records before rollups, so run this only on data retention has not touched)",
+        wrong.join(", ")
+    )))
 }
 
 async fn migrate(config: Config, out: &mut dyn Write) -> Result<(), CliError> {

@@ -26,6 +26,7 @@ pub const ENVIRONMENT: &[(&str, &str)] = &[
     ("TOLLGATE_TIMEZONE", "server.timezone"),
     ("TOLLGATE_LOG", "log.filter"),
     ("TOLLGATE_BUDGETS_FAIL_CLOSED", "budgets.fail_closed"),
+    ("TOLLGATE_DURABILITY", "recorder.durability"),
     ("TOLLGATE_ALERTS_ENABLED", "alerts.enabled"),
     ("TOLLGATE_WEBHOOK_ALLOW_PRIVATE", "webhooks.allow_private"),
     ("TOLLGATE_REPORTS_FOLDER", "reports.folder"),
@@ -277,6 +278,9 @@ pub struct RecorderConfig {
     pub spool_dir: PathBuf,
     pub retry_interval_ms: u64,
     pub max_queued_records: u64,
+    /// When an accepted record is safe from a crash: `off`, `process`, `fsync`.
+    pub durability: crate::recorder::Durability,
+    pub journal_sync_interval_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]

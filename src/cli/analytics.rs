@@ -37,7 +37,11 @@ pub async fn generate(
         store.clone(),
         pricing,
         &config.recorder.spool_dir,
-        RecorderSettings::from_config(config),
+        // Synthetic records: a run that dies is simply run again.
+        RecorderSettings {
+            durability: crate::recorder::Durability::Off,
+            ..RecorderSettings::from_config(config)
+        },
         LedgerListeners::default(),
     )
     .map_err(|error| CliError::Invalid(format!("cannot open the spool: {error}")))?;

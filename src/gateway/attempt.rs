@@ -11,7 +11,7 @@ use super::estimate;
 use super::meter::ReportedUsage;
 use super::routing::Target;
 use crate::budget::enforcer::Hold;
-use crate::recorder::Recorder;
+use crate::recorder::{Recorder, Ticket};
 use crate::usage::{ExtraUsage, ImageBatch, RecordStatus, TaskType, TokenCounts, UsageEvent};
 
 /// Who asked, and what they attached to the request.
@@ -42,6 +42,14 @@ pub struct Attempt {
     pub hold: Option<Arc<Hold>>,
 }
 
+/// An attempt's record as the recorder took it.
+#[derive(Debug, Clone, Copy)]
+pub struct Served {
+    pub cost: Option<crate::money::NanoUsd>,
+    /// Where the record is in the journal (none if the recorder refused it).
+    pub ticket: Option<Ticket>,
+}
+
 /// How an attempt ended, for its record.
 #[derive(Debug, Clone, Default)]
 pub struct Outcome {
@@ -59,20 +67,39 @@ pub struct Outcome {
 impl Attempt {
     /// Builds the attempt's usage event and hands it to the recorder. The
     /// recorder never refuses gateway records for lack of room: the request
-    /// has already been served.
-    pub fn record(&self, recorder: &Recorder, outcome: Outcome) -> Option<crate::money::NanoUsd> {
+    /// has already been served. Before the client gets the last bytes of
+    /// the answer, wait for the ticket ([`Recorder::durable`]).
+    pub fn record(&self, recorder: &Recorder, outcome: Outcome) -> Served {
         let event = self.event(outcome);
-        let cost = match recorder.record_served(event) {
-            Ok(cost) => cost,
+        let served = match recorder.record_served(event) {
+            Ok(served) => Some(served),
             Err(error) => {
                 tracing::error!(%error, request_id = %self.request_id, "cannot record a gateway request");
                 None
             }
         };
+        let cost = served.and_then(|served| served.cost);
         if let Some(hold) = &self.hold {
             hold.settle(cost);
         }
-        cost
+        Served {
+            cost,
+            ticket: served.map(|served| served.ticket),
+        }
+    }
+
+    /// Records the attempt and waits until its record is as safe as the
+    /// recorder promises, for an answer about to end. Returns its cost.
+    pub async fn record_durably(
+        &self,
+        recorder: &Recorder,
+        outcome: Outcome,
+    ) -> Option<crate::money::NanoUsd> {
+        let served = self.record(recorder, outcome);
+        if let Some(ticket) = served.ticket {
+            recorder.durable(ticket).await;
+        }
+        served.cost
     }
 
     fn event(&self, outcome: Outcome) -> UsageEvent {

@@ -233,7 +233,9 @@ impl Gateway {
                         SendError::Connect { .. } => "upstream_error",
                     };
                     tracing::warn!(%error, target = %target.label(), "upstream attempt failed");
-                    attempt.record(&self.recorder, failed(None, error_type));
+                    attempt
+                        .record_durably(&self.recorder, failed(None, error_type))
+                        .await;
                     if last {
                         return Err(GatewayError::Unreachable {
                             error,
@@ -248,7 +250,9 @@ impl Gateway {
             if !response.status().is_success() {
                 let body = read_limited(response, MAX_ERROR_BODY).await;
                 let failure = meter::classify(status, &body);
-                attempt.record(&self.recorder, failed(Some(status), failure.error_type()));
+                attempt
+                    .record_durably(&self.recorder, failed(Some(status), failure.error_type()))
+                    .await;
                 if failure.falls_back() && !last {
                     tracing::info!(status, target = %target.label(), "falling back to the next target");
                     continue;
@@ -303,14 +307,18 @@ impl Gateway {
         let body = match tokio::time::timeout(self.stream_idle_timeout, response.bytes()).await {
             Ok(Ok(body)) => body,
             Ok(Err(error)) => {
-                attempt.record(&self.recorder, failed(Some(status), "upstream_error"));
+                attempt
+                    .record_durably(&self.recorder, failed(Some(status), "upstream_error"))
+                    .await;
                 return Err(GatewayError::Broken {
                     message: error.to_string(),
                     request_id: attempt.request_id,
                 });
             }
             Err(_) => {
-                attempt.record(&self.recorder, failed(Some(status), "timeout"));
+                attempt
+                    .record_durably(&self.recorder, failed(Some(status), "timeout"))
+                    .await;
                 return Err(GatewayError::Broken {
                     message: "the provider stopped sending".to_owned(),
                     request_id: attempt.request_id,
@@ -329,7 +337,7 @@ impl Gateway {
             time_to_first_token_ms: None,
             provider_request_id,
         };
-        let cost = attempt.record(&self.recorder, outcome);
+        let cost = attempt.record_durably(&self.recorder, outcome).await;
         Ok(Reply::Whole {
             status,
             headers,

@@ -1,8 +1,13 @@
 //! A streamed answer, forwarded event by event as it arrives and metered on
-//! the way. The attempt is recorded exactly once: when the stream ends, when
-//! it fails or goes silent, or (on drop) when the client goes away.
+//! the way. The attempt is recorded exactly once: at the provider's last
+//! event (`[DONE]`, or a Responses stream's terminal event), when the stream
+//! ends, fails or goes silent, or (on drop) when the client goes away. The
+//! last event is held back until the record is as safe as the recorder
+//! promises, so a client that saw the end of its answer has a record even
+//! if the process dies right after.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -25,6 +30,9 @@ pub struct MeteredStream {
     parser: SseParser,
     meter: StreamMeter,
     ready: VecDeque<Bytes>,
+    /// Frames after the record, waiting for it to be durable.
+    held: VecDeque<Bytes>,
+    waiting: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
     idle: Duration,
     deadline: Pin<Box<Sleep>>,
     attempt: Attempt,
@@ -67,6 +75,8 @@ impl MeteredStream {
             parser: SseParser::new(),
             meter: StreamMeter::new(),
             ready: VecDeque::new(),
+            held: VecDeque::new(),
+            waiting: None,
             idle,
             deadline: Box::pin(tokio::time::sleep(idle)),
             attempt,
@@ -89,6 +99,10 @@ impl MeteredStream {
                 let elapsed = self.attempt.started.elapsed().as_millis();
                 self.time_to_first_token_ms = Some(u64::try_from(elapsed).unwrap_or(u64::MAX));
             }
+            if self.meter.finished {
+                // The provider's last event: record before passing it on.
+                self.finish_normally();
+            }
             if disposition == Disposition::Drop {
                 continue;
             }
@@ -96,7 +110,27 @@ impl MeteredStream {
                 true => meter::without_null_usage(&event.raw).map(Bytes::from),
                 false => None,
             };
-            self.ready.push_back(frame.unwrap_or(event.raw));
+            self.emit(frame.unwrap_or(event.raw));
+        }
+    }
+
+    /// Queues a frame for the client, behind the record if it is not yet
+    /// durable.
+    fn emit(&mut self, frame: Bytes) {
+        match self.waiting {
+            Some(_) => self.held.push_back(frame),
+            None => self.ready.push_back(frame),
+        }
+    }
+
+    /// Records a stream that ended as the provider meant it to (with an
+    /// error event, if it sent one).
+    fn finish_normally(&mut self) {
+        if let Some(error) = self.meter.error.clone() {
+            tracing::debug!(%error, "the provider reported an error mid-stream");
+            self.finish(RecordStatus::Error, Some("upstream_error"));
+        } else {
+            self.finish(RecordStatus::Ok, None);
         }
     }
 
@@ -118,10 +152,22 @@ impl MeteredStream {
             time_to_first_token_ms: self.time_to_first_token_ms,
             provider_request_id: self.meter.provider_id.take(),
         };
-        self.attempt.record(&self.recorder, outcome);
+        let served = self.attempt.record(&self.recorder, outcome);
+        if let Some(ticket) = served.ticket
+            && !self.recorder.is_durable(ticket)
+        {
+            let recorder = self.recorder.clone();
+            self.waiting = Some(Box::pin(async move { recorder.durable(ticket).await }));
+        }
     }
 
     fn fail(&mut self, failure: Failure) {
+        if self.recorded {
+            // The provider had already sent its last event (and the client
+            // has it or will): what breaks after it changes nothing.
+            self.ended = true;
+            return;
+        }
         let (error_type, message) = match failure {
             Failure::Upstream(message) => ("upstream_error", message),
             Failure::Idle => (
@@ -133,8 +179,7 @@ impl MeteredStream {
         let body = serde_json::json!({
             "error": {"message": message, "type": "server_error", "param": null, "code": error_type}
         });
-        self.ready
-            .push_back(Bytes::from(format!("data: {body}\n\n")));
+        self.emit(Bytes::from(format!("data: {body}\n\n")));
         self.ended = true;
     }
 }
@@ -147,6 +192,14 @@ impl Stream for MeteredStream {
         loop {
             if let Some(frame) = this.ready.pop_front() {
                 return Poll::Ready(Some(Ok(frame)));
+            }
+            if let Some(waiting) = &mut this.waiting {
+                if waiting.as_mut().poll(context).is_pending() {
+                    return Poll::Pending;
+                }
+                this.waiting = None;
+                this.ready.extend(this.held.drain(..));
+                continue;
             }
             if this.ended {
                 return Poll::Ready(None);
@@ -163,15 +216,10 @@ impl Stream for MeteredStream {
                 }
                 Poll::Ready(None) => {
                     // An event the provider never finished is passed on as is.
-                    let rest = this.parser.remainder();
+                    this.finish_normally();
+                    let rest = Bytes::copy_from_slice(this.parser.remainder());
                     if !rest.is_empty() {
-                        this.ready.push_back(Bytes::copy_from_slice(rest));
-                    }
-                    if let Some(error) = this.meter.error.clone() {
-                        tracing::debug!(%error, "the provider reported an error mid-stream");
-                        this.finish(RecordStatus::Error, Some("upstream_error"));
-                    } else {
-                        this.finish(RecordStatus::Ok, None);
+                        this.emit(rest);
                     }
                     this.ended = true;
                 }

@@ -66,10 +66,12 @@ pub async fn ingest(
             event.org_id, caller.org_id
         )));
     }
-    let ids = state
+    let accepted = state
         .recorder
         .record(parsed.events)
         .map_err(|error| record_error(error, parsed.is_batch))?;
+    state.recorder.durable(accepted.ticket).await;
+    let ids = accepted.request_ids;
     Ok((
         StatusCode::ACCEPTED,
         Json(json!({ "accepted": ids.len(), "request_ids": ids })),

@@ -3,6 +3,7 @@
 //! transaction per batch. Callers never wait on the database; while it is
 //! unavailable, records wait in a durable spool and are replayed in order.
 
+mod journal;
 mod spool;
 mod writer;
 
@@ -14,8 +15,10 @@ use chrono::Utc;
 use chrono_tz::Tz;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+pub use journal::{Durability, Ticket};
 pub use spool::SpoolError;
 
 use crate::budget::enforcer::Budgets;
@@ -58,6 +61,7 @@ pub struct LedgerListeners {
 #[derive(Debug, Clone)]
 pub struct Recorder {
     sender: mpsc::UnboundedSender<Command>,
+    journal: Arc<journal::Journal>,
     pricing: Arc<Pricing>,
     queued: Arc<AtomicU64>,
     max_queued_records: u64,
@@ -68,6 +72,22 @@ pub struct Recorder {
 #[derive(Debug)]
 pub struct RecorderTask {
     handle: JoinHandle<()>,
+    journal: JoinHandle<()>,
+    stop_journal: CancellationToken,
+}
+
+/// Records the recorder took: their ids, and where they are in the journal.
+#[derive(Debug, Clone)]
+pub struct Accepted {
+    pub request_ids: Vec<Uuid>,
+    pub ticket: Ticket,
+}
+
+/// A served request's record: its cost, and where it is in the journal.
+#[derive(Debug, Clone, Copy)]
+pub struct Served {
+    pub cost: Option<NanoUsd>,
+    pub ticket: Ticket,
 }
 
 /// How the recorder batches, retries and bounds its queue.
@@ -82,6 +102,10 @@ pub struct RecorderSettings {
     pub max_queued_records: u64,
     /// How far in the future a record's time may be.
     pub max_future_skew: chrono::Duration,
+    /// When an accepted record is safe from a crash.
+    pub durability: Durability,
+    /// How often the journal is fsynced with `Durability::Process`.
+    pub journal_sync_interval: Duration,
 }
 
 impl RecorderSettings {
@@ -94,6 +118,8 @@ impl RecorderSettings {
             timezone: config.server.timezone,
             max_queued_records: recorder.max_queued_records,
             max_future_skew: chrono::Duration::seconds(config.ingest.max_future_skew_seconds),
+            durability: recorder.durability,
+            journal_sync_interval: Duration::from_millis(recorder.journal_sync_interval_ms.max(1)),
         }
     }
 }
@@ -109,6 +135,11 @@ impl Recorder {
         listeners: LedgerListeners,
     ) -> Result<(Recorder, RecorderTask), SpoolError> {
         let spool = spool::Spool::open(spool_dir)?;
+        let journal = Arc::new(journal::Journal::new(
+            spool_dir,
+            settings.durability,
+            settings.journal_sync_interval,
+        ));
         let (sender, receiver) = mpsc::unbounded_channel();
         let queued = Arc::new(AtomicU64::new(0));
         let writer = writer::Writer::new(
@@ -118,44 +149,78 @@ impl Recorder {
             receiver,
             Arc::clone(&queued),
             listeners,
+            Arc::clone(&journal.handled),
         );
-        // The writer is the recorder's one task; `RecorderTask::shutdown`
-        // waits for it, so nothing it holds is lost on a clean stop.
+        // The writer and the journal's upkeep are the recorder's tasks;
+        // `RecorderTask::shutdown` waits for them, so nothing they hold is
+        // lost on a clean stop.
         #[allow(clippy::disallowed_methods, reason = "the one place the writer starts")]
         let handle = tokio::spawn(writer.run());
+        let stop_journal = CancellationToken::new();
+        #[allow(clippy::disallowed_methods, reason = "started beside the writer")]
+        let journal_task = tokio::spawn(Arc::clone(&journal).maintain(stop_journal.clone()));
         let recorder = Recorder {
             sender,
+            journal,
             pricing,
             queued,
             max_queued_records: settings.max_queued_records,
             max_future_skew: settings.max_future_skew,
         };
-        Ok((recorder, RecorderTask { handle }))
+        Ok((
+            recorder,
+            RecorderTask {
+                handle,
+                journal: journal_task,
+                stop_journal,
+            },
+        ))
     }
 
     /// Validates and prices every event, then queues them all, or none if
     /// any is refused. Returns the request ids in order. Refuses the call
-    /// (nothing recorded) when the queue is full; the caller retries.
-    pub fn record(&self, events: Vec<UsageEvent>) -> Result<Vec<Uuid>, RecordError> {
+    /// (nothing recorded) when the queue is full; the caller retries. Before
+    /// telling anyone the records were taken, wait for [`Recorder::durable`].
+    pub fn record(&self, events: Vec<UsageEvent>) -> Result<Accepted, RecordError> {
         let queued = self.queued();
         if queued + events.len() as u64 > self.max_queued_records.max(events.len() as u64) {
             metrics::counter!("tollgate_recorder_overloaded_total").increment(1);
             return Err(RecordError::Overloaded { queued });
         }
         let records = self.admit(events, self.pricing.unpriced_policy())?;
-        let ids = records.iter().map(|record| record.request_id).collect();
-        self.enqueue(records)?;
-        Ok(ids)
+        let request_ids = records.iter().map(|record| record.request_id).collect();
+        let ticket = self.enqueue(records)?;
+        Ok(Accepted {
+            request_ids,
+            ticket,
+        })
     }
 
     /// Records a request the gateway has already served: validated and
     /// priced like any other, but never refused for lack of queue room or
     /// price (the provider has billed it). Returns its cost.
-    pub fn record_served(&self, event: UsageEvent) -> Result<Option<NanoUsd>, RecordError> {
+    pub fn record_served(&self, event: UsageEvent) -> Result<Served, RecordError> {
         let records = self.admit(vec![event], UnpricedPolicy::Record)?;
         let cost = records.first().and_then(|record| record.cost);
-        self.enqueue(records)?;
-        Ok(cost)
+        let ticket = self.enqueue(records)?;
+        Ok(Served { cost, ticket })
+    }
+
+    /// Whether the records up to `ticket` are already as safe as
+    /// `recorder.durability` promises (always, except with `fsync`).
+    pub fn is_durable(&self, ticket: Ticket) -> bool {
+        self.journal.is_durable(ticket)
+    }
+
+    /// Waits until the records up to `ticket` are as safe as
+    /// `recorder.durability` promises: with `fsync`, until the journal's
+    /// next group commit covers them.
+    pub async fn durable(&self, ticket: Ticket) {
+        self.journal.durable(ticket).await;
+    }
+
+    pub fn durability(&self) -> Durability {
+        self.journal.durability()
     }
 
     /// Validates and prices events; all or none.
@@ -189,11 +254,11 @@ impl Recorder {
         Ok(records)
     }
 
-    fn enqueue(&self, records: Vec<UsageRecord>) -> Result<(), RecordError> {
+    fn enqueue(&self, records: Vec<UsageRecord>) -> Result<Ticket, RecordError> {
         let count = records.len() as u64;
         self.queued.fetch_add(count, Ordering::Relaxed);
         metrics::gauge!("tollgate_recorder_queued_records").increment(count as f64);
-        self.sender.send(Command::Records(records)).map_err(|_| {
+        self.journal.append(records, &self.sender).map_err(|_| {
             self.queued.fetch_sub(count, Ordering::Relaxed);
             RecordError::Stopped
         })
@@ -235,6 +300,11 @@ impl RecorderTask {
         if let Err(error) = self.handle.await {
             tracing::error!(%error, "the recorder's writer task failed");
         }
+        self.stop_journal.cancel();
+        if let Err(error) = self.journal.await {
+            tracing::error!(%error, "the journal's task failed");
+        }
+        recorder.journal.close();
     }
 }
 

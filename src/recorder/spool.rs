@@ -87,12 +87,25 @@ impl Spool {
             }
         }
         segments.sort_unstable();
+        let mut next_number = highest + 1;
+        // A journal left by a run that did not stop cleanly: its records may
+        // never have reached the database, so they join the spool (newest).
+        for journal in super::journal::leftover_segments(dir).map_err(io_error)? {
+            let path = dir.join(format!("{SEGMENT_PREFIX}{next_number:012}{SEGMENT_SUFFIX}"));
+            fs::rename(&journal, &path).map_err(|source| SpoolError::Io {
+                path: journal.clone(),
+                source,
+            })?;
+            tracing::warn!(journal = %journal.display(), "found the journal of a run that did not stop cleanly; replaying it");
+            segments.push(next_number);
+            next_number += 1;
+        }
         let mut spool = Spool {
             dir: dir.to_owned(),
             segments,
             pending: 0,
             current: None,
-            next_number: highest + 1,
+            next_number,
             _lock: lock,
         };
         for number in spool.segments.clone() {
@@ -256,5 +269,21 @@ mod tests {
         let mut spool = Spool::open(folder.path()).unwrap();
         spool.append(&[]).unwrap();
         assert!(folder.path().join("segment-000000000008.ndjson").exists());
+    }
+
+    #[test]
+    fn a_journal_left_by_a_killed_run_joins_the_spool_after_its_segments() {
+        let folder = tempfile::TempDir::new().unwrap();
+        std::fs::write(folder.path().join("segment-000000000003.ndjson"), "").unwrap();
+        std::fs::write(folder.path().join("journal-000000000002.ndjson"), "").unwrap();
+        std::fs::write(folder.path().join("journal-000000000001.ndjson"), "").unwrap();
+        let spool = Spool::open(folder.path()).unwrap();
+        assert_eq!(spool.segments, vec![3, 4, 5]);
+        assert!(folder.path().join("segment-000000000005.ndjson").exists());
+        assert!(
+            super::super::journal::leftover_segments(folder.path())
+                .unwrap()
+                .is_empty()
+        );
     }
 }

@@ -27,6 +27,13 @@ pub(super) struct Writer {
     /// Told which records reached the ledger (or were refused for good), so
     /// that budget reservations waiting on them let go.
     listeners: LedgerListeners,
+    /// Records taken from the queue and put into the database or the spool
+    /// (or refused for good), in the order they were queued.
+    handled: u64,
+    /// Where the journal reads `handled` (only while nothing is stranded:
+    /// the journal keeps what only this process's memory holds).
+    journal_handled: Arc<AtomicU64>,
+    journaled: bool,
 }
 
 impl Writer {
@@ -37,6 +44,7 @@ impl Writer {
         receiver: mpsc::UnboundedReceiver<Command>,
         queued: Arc<AtomicU64>,
         listeners: LedgerListeners,
+        journal_handled: Arc<AtomicU64>,
     ) -> Self {
         metrics::gauge!("tollgate_recorder_spooled_records").set(spool.pending() as f64);
         if !spool.is_empty() {
@@ -45,6 +53,7 @@ impl Writer {
                 "replaying usage records left in the spool"
             );
         }
+        let journaled = settings.durability != super::Durability::Off;
         Writer {
             store,
             spool,
@@ -55,6 +64,9 @@ impl Writer {
             stranded: Vec::new(),
             next_retry: Instant::now(),
             listeners,
+            handled: 0,
+            journal_handled,
+            journaled,
         }
     }
 
@@ -116,10 +128,16 @@ impl Writer {
             );
         }
         if !self.stranded.is_empty() {
-            tracing::error!(
-                records = self.stranded.len(),
-                "stopping with usage records that neither the database nor the spool accepted; they are lost"
-            );
+            match self.journaled {
+                true => tracing::error!(
+                    records = self.stranded.len(),
+                    "stopping with usage records that neither the database nor the spool accepted; the journal keeps them for the next start"
+                ),
+                false => tracing::error!(
+                    records = self.stranded.len(),
+                    "stopping with usage records that neither the database nor the spool accepted; they are lost"
+                ),
+            }
         }
     }
 
@@ -218,6 +236,7 @@ impl Writer {
         if !self.stranded.is_empty() {
             let stranded = std::mem::take(&mut self.stranded);
             self.spool_batch(stranded);
+            self.publish_handled();
         }
         while !self.spool.is_empty() {
             let (number, records) = match self.spool.oldest() {
@@ -271,14 +290,24 @@ impl Writer {
         }
     }
 
-    fn written(&self, count: u64, inserted: usize, duplicates: usize) {
+    fn written(&mut self, count: u64, inserted: usize, duplicates: usize) {
         metrics::counter!("tollgate_recorder_written_records_total").increment(inserted as u64);
         metrics::counter!("tollgate_recorder_duplicate_records_total").increment(duplicates as u64);
         self.dequeued(count);
     }
 
-    fn dequeued(&self, count: u64) {
+    /// Records are handled in the order they were queued, so a count is
+    /// enough for the journal to know which of its records are safe.
+    fn dequeued(&mut self, count: u64) {
         self.queued.fetch_sub(count, Ordering::Relaxed);
         metrics::gauge!("tollgate_recorder_queued_records").decrement(count as f64);
+        self.handled += count;
+        self.publish_handled();
+    }
+
+    fn publish_handled(&self) {
+        if self.stranded.is_empty() {
+            self.journal_handled.store(self.handled, Ordering::Release);
+        }
     }
 }

@@ -387,6 +387,13 @@ impl ServeProcess {
         assert!(status.success(), "kill -TERM failed");
     }
 
+    /// Kills the process with SIGKILL, as a crash or an OOM killer would,
+    /// and waits for it to be gone.
+    pub fn kill_now(&mut self) {
+        self.child.kill().expect("SIGKILL the process");
+        self.child.wait().expect("the killed process is reaped");
+    }
+
     /// Waits up to `timeout` for the process to exit; its status if it did.
     pub fn wait_for_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
         let deadline = std::time::Instant::now() + timeout;
@@ -417,17 +424,36 @@ pub async fn serve_process(
     settings: &str,
     env: &[(&str, &str)],
 ) -> ServeProcess {
+    serve_process_with_recorder(database, name, "flush_interval_ms = 20", settings, env).await
+}
+
+/// The folder `serve_process` gives a process called `name` (its spool is
+/// `spool` inside it).
+pub fn process_folder(database: &TestDatabase, name: &str) -> PathBuf {
+    database.spool_dir().join(name)
+}
+
+/// Like [`serve_process`], with `recorder` (TOML lines) as the `[recorder]`
+/// settings. A process started again under the same `name` finds the same
+/// spool folder.
+pub async fn serve_process_with_recorder(
+    database: &TestDatabase,
+    name: &str,
+    recorder: &str,
+    settings: &str,
+    env: &[(&str, &str)],
+) -> ServeProcess {
     let port = {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
         listener.local_addr().expect("its address").port()
     };
-    let folder = database.spool_dir().join(name);
+    let folder = process_folder(database, name);
     std::fs::create_dir_all(&folder).expect("a folder for the process");
     let config = folder.join("tollgate.toml");
     std::fs::write(
         &config,
         format!(
-            "[recorder]\nspool_dir = \"{}\"\nflush_interval_ms = 20\n\n{settings}",
+            "[recorder]\nspool_dir = \"{}\"\n{recorder}\n\n{settings}",
             folder.join("spool").display()
         ),
     )
@@ -457,6 +483,40 @@ pub async fn serve_process(
     .await;
     assert!(up, "tollgate serve did not answer on port {port}");
     process
+}
+
+/// Starts the fake upstream on a port of its own (for this test's
+/// lifetime) and returns provider settings (TOML) that point all three
+/// providers at it.
+pub async fn fake_upstream_settings() -> String {
+    tollgate::providers::install_crypto_provider();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind the fake upstream");
+    let base = format!(
+        "http://{}",
+        listener.local_addr().expect("the fake upstream's address")
+    );
+    tokio::spawn(async move {
+        axum::serve(listener, tollgate::fake_upstream::router())
+            .await
+            .expect("the fake upstream serves")
+    });
+    format!(
+        "[providers.openai]\nbase_url = \"{base}/openai/v1\"\napi_key = \"sk-test\"\n\n\
+         [providers.openrouter]\nbase_url = \"{base}/openrouter/api/v1\"\napi_key = \"sk-or-test\"\n\n\
+         [providers.local]\nbase_url = \"{base}/local/v1\"\n"
+    )
+}
+
+/// Asserts that the raw records, the rollups, the budget spend and the
+/// alert minutes agree to the nano-dollar.
+pub async fn assert_ledger_reconciles(store: &Store) {
+    let totals = store.ledger_totals().await.expect("the ledger's totals");
+    assert!(
+        totals.disagreements().is_empty(),
+        "the ledger does not reconcile: {totals:#?}"
+    );
 }
 
 /// Alert rules at the guide's defaults ($10/$25/$50; 10%/25% over 15
