@@ -11,6 +11,13 @@ use crate::store::{Store, StoreError};
 
 /// Keys held in the cache at most; past it, the oldest half is dropped.
 const MAX_CACHED_KEYS: usize = 10_000;
+/// How long a request with a stale cached key waits for the database to
+/// confirm it before the stale key is used.
+const STALE_LOOKUP_TIMEOUT: Duration = Duration::from_millis(300);
+/// After such a lookup failed, stale keys are used without asking the
+/// database for this long (so an outage costs one slow lookup per period,
+/// not one per request).
+const OUTAGE_BACKOFF: Duration = Duration::from_secs(5);
 
 /// Why a caller was not let in.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +42,9 @@ pub struct Authenticator {
     /// with the same key waits for one lookup instead of exhausting the
     /// connection pool with identical ones.
     lookups: tokio::sync::Mutex<HashMap<KeyHash, Arc<tokio::sync::Mutex<()>>>>,
+    /// Until when stale keys are used without a lookup (the database failed
+    /// one recently).
+    unavailable_until: RwLock<Option<Instant>>,
 }
 
 impl Authenticator {
@@ -44,6 +54,21 @@ impl Authenticator {
             ttl,
             cache: RwLock::new(HashMap::new()),
             lookups: tokio::sync::Mutex::new(HashMap::new()),
+            unavailable_until: RwLock::new(None),
+        }
+    }
+
+    fn database_unavailable(&self) -> bool {
+        self.unavailable_until
+            .read()
+            .ok()
+            .and_then(|until| *until)
+            .is_some_and(|until| Instant::now() < until)
+    }
+
+    fn note_unavailable(&self) {
+        if let Ok(mut until) = self.unavailable_until.write() {
+            *until = Some(Instant::now() + OUTAGE_BACKOFF);
         }
     }
 
@@ -79,7 +104,7 @@ impl Authenticator {
     pub async fn key_with_hash(&self, hash: KeyHash) -> Result<ApiKey, AuthError> {
         let cached = self.fresh(&hash);
         if let Some((key, fetched)) = &cached
-            && fetched.elapsed() < self.ttl
+            && (fetched.elapsed() < self.ttl || self.database_unavailable())
         {
             return live(key.clone());
         }
@@ -88,7 +113,11 @@ impl Authenticator {
             let _turn = gate.lock().await;
             // Whoever held the turn before may have just fetched it.
             match self.fresh(&hash) {
-                Some((key, fetched)) if fetched.elapsed() < self.ttl => live(key),
+                Some((key, fetched))
+                    if fetched.elapsed() < self.ttl || self.database_unavailable() =>
+                {
+                    live(key)
+                }
                 _ => self.look_up(hash.clone(), cached).await,
             }
         };
@@ -104,7 +133,27 @@ impl Authenticator {
         hash: KeyHash,
         cached: Option<(ApiKey, Instant)>,
     ) -> Result<ApiKey, AuthError> {
-        match self.store.key_by_hash(&hash).await {
+        let found = match &cached {
+            // A caller we know waits only briefly for the confirmation: a
+            // database that does not answer (a partition, an exhausted
+            // pool) must not hold every request for its acquire timeout.
+            Some((key, _)) => {
+                match tokio::time::timeout(STALE_LOOKUP_TIMEOUT, self.store.key_by_hash(&hash))
+                    .await
+                {
+                    Ok(found) => found,
+                    Err(_) => {
+                        tracing::warn!(
+                            "the database did not confirm a cached key in time; using the cached key"
+                        );
+                        self.note_unavailable();
+                        return live(key.clone());
+                    }
+                }
+            }
+            None => self.store.key_by_hash(&hash).await,
+        };
+        match found {
             Ok(Some(key)) => {
                 if let Ok(mut cache) = self.cache.write() {
                     if cache.len() >= MAX_CACHED_KEYS {
@@ -118,7 +167,10 @@ impl Authenticator {
             Ok(None) => Err(AuthError::Invalid),
             // A stale cached key beats refusing a valid caller during an outage.
             Err(error) if error.is_transient() => match cached {
-                Some((key, _)) => live(key),
+                Some((key, _)) => {
+                    self.note_unavailable();
+                    live(key)
+                }
                 None => Err(AuthError::Unavailable(error)),
             },
             Err(error) => Err(AuthError::Unavailable(error)),

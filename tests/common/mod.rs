@@ -489,6 +489,18 @@ pub async fn serve_process_with_recorder(
 /// lifetime) and returns provider settings (TOML) that point all three
 /// providers at it.
 pub async fn fake_upstream_settings() -> String {
+    let base = fake_upstream_base().await;
+    format!(
+        "[providers.openai]\nbase_url = \"{base}/openai/v1\"\napi_key = \"sk-test\"\n\n\
+         [providers.openrouter]\nbase_url = \"{base}/openrouter/api/v1\"\napi_key = \"sk-or-test\"\n\n\
+         [providers.local]\nbase_url = \"{base}/local/v1\"\n"
+    )
+}
+
+/// Starts the fake upstream on a port of its own (for this test's
+/// lifetime); its base URL (`…/openai/v1`, `…/openrouter/api/v1` and
+/// `…/local/v1` below it).
+pub async fn fake_upstream_base() -> String {
     tollgate::providers::install_crypto_provider();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -502,11 +514,7 @@ pub async fn fake_upstream_settings() -> String {
             .await
             .expect("the fake upstream serves")
     });
-    format!(
-        "[providers.openai]\nbase_url = \"{base}/openai/v1\"\napi_key = \"sk-test\"\n\n\
-         [providers.openrouter]\nbase_url = \"{base}/openrouter/api/v1\"\napi_key = \"sk-or-test\"\n\n\
-         [providers.local]\nbase_url = \"{base}/local/v1\"\n"
-    )
+    base
 }
 
 /// Asserts that the raw records, the rollups, the budget spend and the

@@ -3,16 +3,20 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 pub struct Proxy {
     pub address: SocketAddr,
-    up: Arc<AtomicBool>,
+    mode: Arc<AtomicU8>,
     generation: watch::Sender<u64>,
 }
+
+const UP: u8 = 0;
+const REFUSING: u8 = 1;
+const BLACKHOLE: u8 = 2;
 
 impl Proxy {
     pub async fn start(target: SocketAddr) -> Proxy {
@@ -20,17 +24,28 @@ impl Proxy {
             .await
             .expect("bind the proxy");
         let address = listener.local_addr().expect("the proxy's address");
-        let up = Arc::new(AtomicBool::new(true));
+        let mode = Arc::new(AtomicU8::new(UP));
         let (generation, _) = watch::channel(0_u64);
-        let accepting_up = Arc::clone(&up);
+        let accepting_mode = Arc::clone(&mode);
         let accepting_generation = generation.clone();
         tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
-                if !accepting_up.load(Ordering::SeqCst) {
-                    drop(client);
-                    continue;
-                }
                 let mut cut = accepting_generation.subscribe();
+                match accepting_mode.load(Ordering::SeqCst) {
+                    REFUSING => {
+                        drop(client);
+                        continue;
+                    }
+                    BLACKHOLE => {
+                        // Accepted, then silence until the next change.
+                        tokio::spawn(async move {
+                            let _held = client;
+                            let _ = cut.changed().await;
+                        });
+                        continue;
+                    }
+                    _ => {}
+                }
                 tokio::spawn(async move {
                     let Ok(mut server) = TcpStream::connect(target).await else {
                         return;
@@ -45,19 +60,29 @@ impl Proxy {
         });
         Proxy {
             address,
-            up,
+            mode,
             generation,
         }
     }
 
     /// Refuses new connections and cuts the open ones.
     pub fn take_down(&self) {
-        self.up.store(false, Ordering::SeqCst);
-        self.generation.send_modify(|generation| *generation += 1);
+        self.switch(REFUSING);
+    }
+
+    /// Cuts the open connections; new ones are accepted and never answered
+    /// (a network partition rather than a stopped server).
+    pub fn blackhole(&self) {
+        self.switch(BLACKHOLE);
     }
 
     pub fn bring_up(&self) {
-        self.up.store(true, Ordering::SeqCst);
+        self.switch(UP);
+    }
+
+    fn switch(&self, mode: u8) {
+        self.mode.store(mode, Ordering::SeqCst);
+        self.generation.send_modify(|generation| *generation += 1);
     }
 }
 
