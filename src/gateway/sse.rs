@@ -4,6 +4,13 @@
 
 use bytes::{Bytes, BytesMut};
 
+/// The largest event passed on, in bytes. Events are held whole until they
+/// end (to be metered and forwarded in one piece), so this bounds what one
+/// stream holds. It sits well above real events: the Responses API's
+/// `response.completed` repeats the whole answer, generated images in
+/// base64 included (a few MB each).
+pub const MAX_EVENT_BYTES: usize = 16 << 20;
+
 /// One event: its `event:` name, its `data:` lines joined with `\n`, and the
 /// raw bytes including the blank line that ended it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,17 +27,40 @@ impl Event {
     }
 }
 
-/// Buffers at most one incomplete event.
-#[derive(Debug, Default)]
+/// Buffers at most one incomplete event, of at most its limit
+/// ([`MAX_EVENT_BYTES`]). An event over the limit is replaced by one error
+/// event, in the shape of the gateway's own stream errors (OpenAI's SDKs
+/// raise it, the meter records the stream as failed), and its bytes are
+/// dropped as they come until it ends; the events after it come out as usual.
+#[derive(Debug)]
 pub struct SseParser {
     pending: BytesMut,
     /// How far `pending` has been searched for an event boundary.
     scanned: usize,
+    limit: usize,
+    /// Inside an event over the limit, whose bytes are being dropped.
+    skipping: bool,
+}
+
+impl Default for SseParser {
+    fn default() -> Self {
+        SseParser::with_limit(MAX_EVENT_BYTES)
+    }
 }
 
 impl SseParser {
     pub fn new() -> Self {
         SseParser::default()
+    }
+
+    /// A parser whose events may be at most `limit` bytes.
+    pub fn with_limit(limit: usize) -> Self {
+        SseParser {
+            pending: BytesMut::new(),
+            scanned: 0,
+            limit,
+            skipping: false,
+        }
     }
 
     /// Feeds a chunk; returns the events it completed.
@@ -40,14 +70,35 @@ impl SseParser {
         while let Some(end) = self.boundary() {
             let raw = self.pending.split_to(end).freeze();
             self.scanned = 0;
-            events.push(parse_event(raw));
+            if self.skipping {
+                // The end of an oversized event, already replaced.
+                self.skipping = false;
+            } else if raw.len() > self.limit {
+                events.push(oversized(self.limit));
+            } else {
+                events.push(parse_event(raw));
+            }
+        }
+        if !self.skipping && self.pending.len() > self.limit {
+            events.push(oversized(self.limit));
+            self.skipping = true;
+        }
+        if self.skipping {
+            // Keep only the line break `boundary` could not decide on yet,
+            // in a fresh buffer so the large one is freed now.
+            self.pending = BytesMut::from(&self.pending[self.scanned..]);
+            self.scanned = 0;
         }
         events
     }
 
-    /// Bytes of an event that never ended (the stream stopped mid-event).
+    /// Bytes of an event that never ended (the stream stopped mid-event);
+    /// none when that event was over the limit (it was replaced already).
     pub fn remainder(&self) -> &[u8] {
-        &self.pending
+        match self.skipping {
+            true => &[],
+            false => &self.pending,
+        }
     }
 
     /// The end (exclusive) of the first complete event: a line break
@@ -82,6 +133,23 @@ impl SseParser {
         }
         self.scanned = index.min(self.pending.len());
         None
+    }
+}
+
+/// What is passed on in place of an event over `limit` bytes.
+fn oversized(limit: usize) -> Event {
+    let error = serde_json::json!({"error": {
+        "message": format!("the provider sent an event over {limit} bytes; it was dropped"),
+        "type": "server_error",
+        "param": null,
+        "code": "upstream_error",
+    }});
+    let data = error.to_string();
+    let raw = Bytes::from(format!("data: {data}\n\n"));
+    Event {
+        name: None,
+        data,
+        raw,
     }
 }
 
@@ -144,5 +212,89 @@ mod tests {
         let mut parser = SseParser::new();
         assert!(parser.push(b"data: {\"partial\":").is_empty());
         assert_eq!(parser.remainder(), b"data: {\"partial\":");
+    }
+
+    /// A limit small enough to write oversized events by hand.
+    const LIMIT: usize = 64;
+
+    fn data_with_limit(chunks: &[&[u8]]) -> Vec<String> {
+        let mut parser = SseParser::with_limit(LIMIT);
+        chunks
+            .iter()
+            .flat_map(|chunk| parser.push(chunk))
+            .map(|event| match is_oversized_error(&event) {
+                true => "<oversized>".to_owned(),
+                false => event.data,
+            })
+            .collect()
+    }
+
+    fn is_oversized_error(event: &Event) -> bool {
+        let Ok(value) = serde_json::from_str::<serde_json::Value>(&event.data) else {
+            return false;
+        };
+        let fields = &value["error"];
+        fields["code"] == "upstream_error"
+            && fields["type"] == "server_error"
+            && fields["param"].is_null()
+            && fields["message"].is_string()
+            && event.raw == format!("data: {}\n\n", event.data).as_bytes()
+    }
+
+    #[test]
+    fn an_event_over_the_limit_is_replaced_by_one_error_event_at_every_split_point() {
+        let stream = format!(
+            "data: before\n\ndata: {}\r\ndata: more\r\n\r\ndata: after\n\n",
+            "x".repeat(2 * LIMIT)
+        );
+        let bytes = stream.as_bytes();
+        let expected = ["before", "<oversized>", "after"];
+        assert_eq!(data_with_limit(&[bytes]), expected);
+        for split in 0..=bytes.len() {
+            let (left, right) = bytes.split_at(split);
+            assert_eq!(
+                data_with_limit(&[left, right]),
+                expected,
+                "split at {split}"
+            );
+        }
+        let one_byte_chunks: Vec<&[u8]> = bytes.chunks(1).collect();
+        assert_eq!(data_with_limit(&one_byte_chunks), expected);
+    }
+
+    #[test]
+    fn an_event_of_exactly_the_limit_passes_whole() {
+        let event = format!("data: {}\n\n", "y".repeat(LIMIT - "data: \n\n".len()));
+        assert_eq!(event.len(), LIMIT);
+        let mut parser = SseParser::with_limit(LIMIT);
+        let events = parser.push(event.as_bytes());
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].raw, event.as_bytes());
+    }
+
+    #[test]
+    fn an_event_that_never_ends_is_dropped_as_it_comes_not_gathered() {
+        let mut parser = SseParser::with_limit(LIMIT);
+        let mut events = parser.push(b"data: ");
+        for _ in 0..10_000 {
+            events.extend(parser.push(&[b'x'; 100]));
+            assert!(
+                parser.pending.capacity() < 1024,
+                "{} bytes held",
+                parser.pending.capacity()
+            );
+        }
+        assert_eq!(events.len(), 1);
+        assert!(is_oversized_error(&events[0]));
+        assert!(
+            parser.remainder().is_empty(),
+            "nothing of it is passed on at the end"
+        );
+        let after: Vec<String> = parser
+            .push(b"\r\n\r\ndata: next\n\n")
+            .into_iter()
+            .map(|event| event.data)
+            .collect();
+        assert_eq!(after, ["next"]);
     }
 }
