@@ -24,6 +24,10 @@ use crate::usage::{ImageBatch, Provider, RecordStatus, TaskType, new_request_id}
 /// The largest error body read from a provider (its status and body are
 /// passed back to the client; a larger body is cut).
 const MAX_ERROR_BODY: usize = 1 << 20;
+/// The largest whole (not streamed) answer passed back. Above real answers
+/// (ten base64 images are about 50 MB); a provider sending more gets the
+/// client a 502 instead of growing the gateway's memory.
+const MAX_ANSWER_BODY: usize = 128 << 20;
 
 /// Why the gateway answered itself instead of passing a provider's answer.
 #[derive(Debug, thiserror::Error)]
@@ -36,7 +40,12 @@ pub enum GatewayError {
     #[error("{error}")]
     Unreachable { error: SendError, request_id: Uuid },
     #[error("the provider's answer broke off: {message}")]
-    Broken { message: String, request_id: Uuid },
+    Broken {
+        message: String,
+        /// It went silent (504) rather than failing (502).
+        timeout: bool,
+        request_id: Uuid,
+    },
     /// A hard budget has no room, or budget state cannot be read.
     #[error(transparent)]
     Budget(#[from] BudgetError),
@@ -304,23 +313,31 @@ impl Gateway {
         headers: HeaderMap,
         request: &ClientRequest,
     ) -> Result<Reply, GatewayError> {
-        let body = match tokio::time::timeout(self.stream_idle_timeout, response.bytes()).await {
-            Ok(Ok(body)) => body,
-            Ok(Err(error)) => {
+        let body = match read_answer(response, self.stream_idle_timeout, MAX_ANSWER_BODY).await {
+            Ok(body) => body,
+            Err(failure) => {
+                let (error_type, timeout, message) = match failure {
+                    AnswerFailure::Broken(message) => ("upstream_error", false, message),
+                    AnswerFailure::Silent => (
+                        "timeout",
+                        true,
+                        format!(
+                            "the provider sent nothing for {} s",
+                            self.stream_idle_timeout.as_secs()
+                        ),
+                    ),
+                    AnswerFailure::TooLarge => (
+                        "upstream_error",
+                        false,
+                        format!("the provider's answer is over {MAX_ANSWER_BODY} bytes"),
+                    ),
+                };
                 attempt
-                    .record_durably(&self.recorder, failed(Some(status), "upstream_error"))
+                    .record_durably(&self.recorder, failed(Some(status), error_type))
                     .await;
                 return Err(GatewayError::Broken {
-                    message: error.to_string(),
-                    request_id: attempt.request_id,
-                });
-            }
-            Err(_) => {
-                attempt
-                    .record_durably(&self.recorder, failed(Some(status), "timeout"))
-                    .await;
-                return Err(GatewayError::Broken {
-                    message: "the provider stopped sending".to_owned(),
+                    message,
+                    timeout,
                     request_id: attempt.request_id,
                 });
             }
@@ -389,6 +406,51 @@ fn passed_headers(upstream: &HeaderMap) -> HeaderMap {
         .filter(|(name, _)| !DROPPED.contains(&name.as_str()))
         .map(|(name, value)| (name.clone(), value.clone()))
         .collect()
+}
+
+/// Why a whole answer could not be read.
+enum AnswerFailure {
+    Broken(String),
+    /// Nothing came for the idle timeout.
+    Silent,
+    TooLarge,
+}
+
+/// Reads a whole answer of at most `limit` bytes, waiting at most `idle`
+/// for each piece. A body that comes in one piece is not copied.
+async fn read_answer(
+    mut response: reqwest::Response,
+    idle: Duration,
+    limit: usize,
+) -> Result<Bytes, AnswerFailure> {
+    let mut first: Option<Bytes> = None;
+    let mut joined: Vec<u8> = Vec::new();
+    loop {
+        let chunk = match tokio::time::timeout(idle, response.chunk()).await {
+            Err(_) => return Err(AnswerFailure::Silent),
+            Ok(Err(error)) => return Err(AnswerFailure::Broken(error.to_string())),
+            Ok(Ok(None)) => {
+                return Ok(match first {
+                    Some(only) if joined.is_empty() => only,
+                    _ => Bytes::from(joined),
+                });
+            }
+            Ok(Ok(Some(chunk))) => chunk,
+        };
+        let held = first.as_ref().map_or(0, Bytes::len) + joined.len();
+        if held + chunk.len() > limit {
+            return Err(AnswerFailure::TooLarge);
+        }
+        match first.take() {
+            None if joined.is_empty() => first = Some(chunk),
+            earlier => {
+                if let Some(earlier) = earlier {
+                    joined.extend_from_slice(&earlier);
+                }
+                joined.extend_from_slice(&chunk);
+            }
+        }
+    }
 }
 
 /// Reads at most `limit` bytes of a body.

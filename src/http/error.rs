@@ -278,10 +278,11 @@ impl From<GatewayError> for ApiError {
             },
             GatewayError::Broken {
                 message,
+                timeout,
                 request_id,
             } => ApiError::BadGateway {
                 message,
-                timeout: false,
+                timeout,
                 request_id,
             },
             GatewayError::Budget(error) => error.into(),
