@@ -17,17 +17,6 @@ use tollgate::alerts::{AlertType, Severity};
 
 use common::{TestApp, TestDatabase, connect_store, spawn_app, test_config};
 
-async fn fake() -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move {
-        axum::serve(listener, tollgate::fake_upstream::router())
-            .await
-            .unwrap()
-    });
-    base
-}
-
 async fn app(database: &TestDatabase, base: &str, keys: &[(&str, &str)]) -> TestApp {
     let openrouter = format!("{base}/openrouter/api/v1");
     let openai = format!("{base}/openai/v1");
@@ -54,7 +43,7 @@ async fn refresh(app: &TestApp, provider: &str) -> Value {
 
 #[tokio::test]
 async fn openrouter_key_limits_management_credits_and_key_status_are_read() {
-    let base = fake().await;
+    let base = common::fake_upstream_base().await;
     let cases: Vec<(&str, Option<&str>, Value)> = vec![
         // A normal key: its remaining limit is the balance.
         (
@@ -108,7 +97,7 @@ async fn openrouter_key_limits_management_credits_and_key_status_are_read() {
 
 #[tokio::test]
 async fn openai_key_status_and_manual_balances() {
-    let base = fake().await;
+    let base = common::fake_upstream_base().await;
     for (key, status) in [
         ("sk-test", "valid"),
         ("sk-bad", "invalid"),
@@ -197,7 +186,7 @@ async fn openai_key_status_and_manual_balances() {
 
 #[tokio::test]
 async fn low_balances_and_used_up_key_limits_raise_alerts_that_clear() {
-    let base = fake().await;
+    let base = common::fake_upstream_base().await;
     let database = TestDatabase::sqlite();
     let app = app(
         &database,
@@ -261,7 +250,7 @@ async fn low_balances_and_used_up_key_limits_raise_alerts_that_clear() {
 /// and set beside what the ledger recorded.
 #[tokio::test]
 async fn openai_billing_is_reconciled_with_the_ledger() {
-    let base = fake().await;
+    let base = common::fake_upstream_base().await;
     let database = TestDatabase::sqlite();
     let app = app(
         &database,

@@ -17,24 +17,6 @@ use serde_json::{Value, json};
 
 use common::{TestDatabase, connect_store, create_key, serve_process};
 
-/// The fake upstream on a port of its own, and the settings that point the
-/// providers at it.
-async fn upstream_settings() -> String {
-    tollgate::providers::install_crypto_provider();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move {
-        axum::serve(listener, tollgate::fake_upstream::router())
-            .await
-            .unwrap()
-    });
-    format!(
-        "[providers.openai]\nbase_url = \"{base}/openai/v1\"\napi_key = \"sk-test\"\n\n\
-         [providers.openrouter]\nbase_url = \"{base}/openrouter/api/v1\"\napi_key = \"sk-or-test\"\n\n\
-         [providers.local]\nbase_url = \"{base}/local/v1\"\n"
-    )
-}
-
 fn chat(behaviour: &str) -> Value {
     json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}],
            "fake": behaviour})
@@ -48,7 +30,7 @@ async fn sigterm_lets_requests_in_flight_finish_and_records_them() {
     store.close().await;
     let settings = format!(
         "{}\n[server]\nshutdown_grace_seconds = 20\n",
-        upstream_settings().await
+        common::fake_upstream_settings().await
     );
     let mut process = serve_process(&database, "graceful", &settings, &[]).await;
     let client = reqwest::Client::new();
@@ -155,7 +137,7 @@ async fn a_request_that_outlasts_the_grace_period_is_cut_off_at_its_end() {
     store.close().await;
     let settings = format!(
         "{}\n[server]\nshutdown_grace_seconds = 1\n\n[gateway]\nfirst_byte_timeout_ms = 60000\n",
-        upstream_settings().await
+        common::fake_upstream_settings().await
     );
     let mut process = serve_process(&database, "bounded", &settings, &[]).await;
     let client = reqwest::Client::new();
