@@ -468,3 +468,37 @@ fn orgs_and_users_are_made_and_listed() {
         "{users}"
     );
 }
+
+#[test]
+fn check_ledger_agrees_after_generate_and_names_a_tampered_rollup() {
+    let folder = tempfile::TempDir::new().unwrap();
+    let generated = tollgate(
+        &["generate", "--records", "3000", "--days", "3"],
+        folder.path(),
+    );
+    assert!(generated.status.success(), "{}", text(&generated.stderr));
+    let checked = tollgate(&["check-ledger"], folder.path());
+    assert!(checked.status.success(), "{}", text(&checked.stderr));
+    let printed = text(&checked.stdout);
+    assert!(printed.contains("ai_budget_spend"), "{printed}");
+    assert!(printed.contains("agree"), "{printed}");
+    assert!(printed.contains(" 3000 "), "{printed}");
+
+    // One nano-dollar off in one rollup row is found.
+    let database = folder.path().join("tollgate.db");
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", database.display()))
+            .await
+            .unwrap();
+        sqlx::query(
+            "UPDATE ai_model_performance SET cost_nano_usd = cost_nano_usd + 1 \
+             WHERE rowid = (SELECT MIN(rowid) FROM ai_model_performance)",
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
+        pool.close().await;
+    });
+    let tampered = tollgate(&["check-ledger"], folder.path());
+    assert_one_line_error(&tampered, "disagrees with ai_model_performance");
+}
