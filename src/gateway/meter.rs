@@ -9,8 +9,8 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::sse::Event;
-use crate::money::NanoUsd;
-use crate::usage::{ExtraUsage, TaskType, TokenCounts};
+use crate::money::{NANOS_PER_USD, NanoUsd};
+use crate::usage::{ExtraUsage, MAX_COST_USD, MAX_NAME_LENGTH, MAX_TOKENS, TaskType, TokenCounts};
 
 /// Usage as a provider reported it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -55,23 +55,51 @@ impl WireUsage<'_> {
             .completion_tokens_details
             .or(self.output_tokens_details)
             .unwrap_or_default();
-        let input = self.prompt_tokens.or(self.input_tokens).unwrap_or(0);
-        let output = self.completion_tokens.or(self.output_tokens).unwrap_or(0);
-        // Providers have been seen reporting subsets larger than their
-        // totals; clamp them so one odd response cannot make a record invalid.
-        let clamp = |value: Option<u64>, total: u64| value.unwrap_or(0).min(total);
+        // The record is made after the answer was served, and a record outside
+        // the ledger's bounds (`UsageEvent::validate`) would be refused and
+        // lost. Providers have been seen reporting subsets larger than their
+        // totals, so counts are clamped: totals to `MAX_TOKENS`, and the parts
+        // of each total (cached, image and audio input; image and audio
+        // output) to what is left of it, in that order.
+        let input = self
+            .prompt_tokens
+            .or(self.input_tokens)
+            .unwrap_or(0)
+            .min(MAX_TOKENS);
+        let output = self
+            .completion_tokens
+            .or(self.output_tokens)
+            .unwrap_or(0)
+            .min(MAX_TOKENS);
+        let mut input_left = input;
+        let mut input_part = |value: Option<u64>| {
+            let part = value.unwrap_or(0).min(input_left);
+            input_left -= part;
+            part
+        };
+        let cached_input = input_part(input_details.cached_tokens);
+        let input_image_tokens = input_part(input_details.image_tokens);
+        let input_audio_tokens = input_part(input_details.audio_tokens);
+        let mut output_left = output;
+        let mut output_part = |value: Option<u64>| {
+            let part = value.unwrap_or(0).min(output_left);
+            output_left -= part;
+            part
+        };
+        let output_image_tokens = output_part(output_details.image_tokens);
+        let output_audio_tokens = output_part(output_details.audio_tokens);
         ReportedUsage {
             tokens: TokenCounts {
                 input,
                 output,
-                cached_input: clamp(input_details.cached_tokens, input),
-                reasoning: clamp(output_details.reasoning_tokens, output),
+                cached_input,
+                reasoning: output_details.reasoning_tokens.unwrap_or(0).min(output),
             },
             extra: ExtraUsage {
-                input_image_tokens: clamp(input_details.image_tokens, input),
-                output_image_tokens: clamp(output_details.image_tokens, output),
-                input_audio_tokens: clamp(input_details.audio_tokens, input),
-                output_audio_tokens: clamp(output_details.audio_tokens, output),
+                input_image_tokens,
+                output_image_tokens,
+                input_audio_tokens,
+                output_audio_tokens,
                 ..ExtraUsage::default()
             },
             cost: self.cost.and_then(parse_cost),
@@ -79,14 +107,18 @@ impl WireUsage<'_> {
     }
 }
 
+/// A reported cost, if it is one a record may carry: not negative and at
+/// most `MAX_COST_USD` (past that it is not believed, and the catalog prices
+/// the request instead).
 fn parse_cost(raw: &RawValue) -> Option<NanoUsd> {
     let text = raw.get().trim().trim_matches('"');
     let usd = Decimal::from_str(text)
         .or_else(|_| Decimal::from_scientific(text))
         .ok()?;
+    let limit = NanoUsd::from_nanos(MAX_COST_USD * NANOS_PER_USD);
     NanoUsd::from_usd(usd)
         .ok()
-        .filter(|cost| !cost.is_negative())
+        .filter(|cost| !cost.is_negative() && *cost <= limit)
 }
 
 #[derive(Deserialize)]
@@ -100,9 +132,19 @@ struct Answer<'a> {
 /// answer, in one pass over the body.
 pub fn read_answer(body: &[u8]) -> (Option<ReportedUsage>, Option<String>) {
     match serde_json::from_slice::<Answer<'_>>(body) {
-        Ok(answer) => (answer.usage.map(WireUsage::into_usage), answer.id),
+        Ok(answer) => (
+            answer.usage.map(WireUsage::into_usage),
+            answer.id.and_then(storable_id),
+        ),
         Err(_) => (None, None),
     }
+}
+
+/// A provider's response id, if a record can hold it. The record is made
+/// after the answer was served, so an id the ledger refuses (over 256 bytes,
+/// or with a NUL) would cost the whole record; the id is dropped instead.
+fn storable_id(id: String) -> Option<String> {
+    (id.len() <= MAX_NAME_LENGTH && !id.contains('\0')).then_some(id)
 }
 
 /// Usage from a whole (non-streamed) response body, if it has any.
@@ -193,12 +235,16 @@ impl StreamMeter {
             self.error = Some(error.get().to_owned());
         }
         if self.provider_id.is_none() {
-            self.provider_id = chunk.id.clone().or_else(|| {
-                chunk
-                    .response
-                    .as_ref()
-                    .and_then(|response| response.id.clone())
-            });
+            self.provider_id = chunk
+                .id
+                .clone()
+                .or_else(|| {
+                    chunk
+                        .response
+                        .as_ref()
+                        .and_then(|response| response.id.clone())
+                })
+                .and_then(storable_id);
         }
         let mut text = String::new();
         if let Some(choices) = &chunk.choices {

@@ -158,3 +158,64 @@ fn null_usage_is_removed_from_chunks_the_client_did_not_ask_usage_for() {
     );
     assert!(without_null_usage(b"data: {\"a\":1}\n\n").is_none());
 }
+
+/// Found by the `usage_extraction` fuzz target: the record of a served
+/// request was refused (and lost) for an id the ledger cannot hold.
+#[test]
+fn a_provider_id_a_record_cannot_hold_is_dropped_not_the_record() {
+    let long = "x".repeat(257);
+    let body = format!(r#"{{"id":"{long}","usage":{{"prompt_tokens":1}}}}"#);
+    let (usage, id) = read_answer(body.as_bytes());
+    assert_eq!(usage.map(|usage| usage.tokens.input), Some(1));
+    assert_eq!(id, None);
+    let (_, id) = read_answer(br#"{"id":"gen-\u0000","usage":null}"#);
+    assert_eq!(id, None);
+    let (_, id) = read_answer(format!(r#"{{"id":"{}"}}"#, "y".repeat(256)).as_bytes());
+    assert_eq!(id.map(|id| id.len()), Some(256));
+
+    let stream = format!(
+        "data: {{\"id\":\"{long}\",\"choices\":[]}}\n\ndata: {{\"id\":\"gen-2\",\"choices\":[]}}\n\n"
+    );
+    let (meter, _) = meter_stream(&stream, TaskType::Chat, false);
+    assert_eq!(meter.provider_id.as_deref(), Some("gen-2"));
+}
+
+/// Found by the `usage_extraction` fuzz target: counts past the ledger's
+/// bounds, or parts that add up to more than their total, made the record
+/// of a served request invalid, so it was refused and lost.
+#[test]
+fn reported_usage_always_fits_a_record() {
+    let body = br#"{"usage":{"prompt_tokens":100,"completion_tokens":333333333333333332,
+        "prompt_tokens_details":{"cached_tokens":70,"image_tokens":20,"audio_tokens":50},
+        "completion_tokens_details":{"reasoning_tokens":5,"image_tokens":900000000000000,"audio_tokens":1000000000000}}}"#;
+    let usage = usage_from_body(body).unwrap();
+    assert_eq!(
+        usage.tokens,
+        TokenCounts {
+            input: 100,
+            output: MAX_TOKENS,
+            cached_input: 70,
+            reasoning: 5
+        }
+    );
+    assert_eq!(usage.extra.input_image_tokens, 20);
+    assert_eq!(
+        usage.extra.input_audio_tokens, 10,
+        "what is left of the input"
+    );
+    assert_eq!(usage.extra.output_image_tokens, MAX_TOKENS);
+    assert_eq!(
+        usage.extra.output_audio_tokens, 0,
+        "nothing is left of the output"
+    );
+
+    let over = br#"{"usage":{"prompt_tokens":1,"cost":1000000.000000001}}"#;
+    assert_eq!(usage_from_body(over).unwrap().cost, None);
+    let limit = br#"{"usage":{"prompt_tokens":1,"cost":1000000}}"#;
+    assert_eq!(
+        usage_from_body(limit).unwrap().cost,
+        Some(NanoUsd::from_nanos(
+            MAX_COST_USD * crate::money::NANOS_PER_USD
+        ))
+    );
+}
