@@ -16,6 +16,9 @@ use crate::pricing::{PriceSheet, UnpricedPolicy};
 
 const DEFAULTS: &str = include_str!("../config/default.toml");
 
+/// The most `ingest.max_future_skew_seconds` may be: a year.
+const MAX_FUTURE_SKEW_SECONDS: i64 = 365 * 24 * 3_600;
+
 /// Environment variables and the setting each one overrides.
 pub const ENVIRONMENT: &[(&str, &str)] = &[
     ("DATABASE_URL", "database.url"),
@@ -369,8 +372,133 @@ impl Config {
         if self.ingest.max_batch_records == 0 {
             return invalid("ingest.max_batch_records: must be at least 1");
         }
+        // Negative, every record would be in the future and refused; past
+        // chrono's range, building the recorder's settings or checking a
+        // record's time would panic.
+        if !(0..=MAX_FUTURE_SKEW_SECONDS).contains(&self.ingest.max_future_skew_seconds) {
+            return invalid(
+                "ingest.max_future_skew_seconds: must be between 0 and 31536000 (a year)",
+            );
+        }
         if self.gateway.max_attempts == 0 {
             return invalid("gateway.max_attempts: must be at least 1");
+        }
+        // Timers past this overflow `Instant + Duration` in tokio's intervals
+        // and sleeps (a panic in a background task); nothing needs a year.
+        const YEAR_SECONDS: u64 = 365 * 24 * 3_600;
+        for (name, value, millis) in [
+            (
+                "server.shutdown_grace_seconds",
+                self.server.shutdown_grace_seconds,
+                false,
+            ),
+            (
+                "server.header_read_timeout_seconds",
+                self.server.header_read_timeout_seconds,
+                false,
+            ),
+            (
+                "database.acquire_timeout_ms",
+                self.database.acquire_timeout_ms,
+                true,
+            ),
+            (
+                "gateway.connect_timeout_ms",
+                self.gateway.connect_timeout_ms,
+                true,
+            ),
+            (
+                "gateway.first_byte_timeout_ms",
+                self.gateway.first_byte_timeout_ms,
+                true,
+            ),
+            (
+                "gateway.stream_idle_timeout_ms",
+                self.gateway.stream_idle_timeout_ms,
+                true,
+            ),
+            (
+                "gateway.key_cache_seconds",
+                self.gateway.key_cache_seconds,
+                false,
+            ),
+            (
+                "recorder.flush_interval_ms",
+                self.recorder.flush_interval_ms,
+                true,
+            ),
+            (
+                "recorder.retry_interval_ms",
+                self.recorder.retry_interval_ms,
+                true,
+            ),
+            (
+                "recorder.journal_sync_interval_ms",
+                self.recorder.journal_sync_interval_ms,
+                true,
+            ),
+            (
+                "budgets.lease_ttl_seconds",
+                self.budgets.lease_ttl_seconds,
+                false,
+            ),
+            (
+                "budgets.sync_interval_ms",
+                self.budgets.sync_interval_ms,
+                true,
+            ),
+            (
+                "budgets.refresh_interval_ms",
+                self.budgets.refresh_interval_ms,
+                true,
+            ),
+            (
+                "alerts.evaluate_interval_seconds",
+                self.alerts.evaluate_interval_seconds,
+                false,
+            ),
+            (
+                "webhooks.timeout_seconds",
+                self.webhooks.timeout_seconds,
+                false,
+            ),
+            (
+                "webhooks.first_backoff_seconds",
+                self.webhooks.first_backoff_seconds,
+                false,
+            ),
+            (
+                "webhooks.max_backoff_seconds",
+                self.webhooks.max_backoff_seconds,
+                false,
+            ),
+            (
+                "credits.poll_interval_seconds",
+                self.credits.poll_interval_seconds,
+                false,
+            ),
+            (
+                "reports.check_interval_seconds",
+                self.reports.check_interval_seconds,
+                false,
+            ),
+            (
+                "retention.interval_seconds",
+                self.retention.interval_seconds,
+                false,
+            ),
+            ("retention.pause_ms", self.retention.pause_ms, true),
+        ] {
+            let limit = if millis {
+                YEAR_SECONDS * 1_000
+            } else {
+                YEAR_SECONDS
+            };
+            if value > limit {
+                return Err(ConfigError::Invalid(format!(
+                    "{name}: must be at most {limit} (a year)"
+                )));
+            }
         }
         if self.database.max_connections == 0 {
             return invalid("database.max_connections: must be at least 1");

@@ -102,6 +102,33 @@ fn bad_values_are_errors_that_name_the_setting() {
             "[dashboard]\nsession_secret = \"short\"\n",
             "dashboard.session_secret",
         ),
+        // Timers this long overflow tokio's `Instant + Duration` after a tick.
+        (
+            "[alerts]\nevaluate_interval_seconds = 9223372036854775807\n",
+            "alerts.evaluate_interval_seconds",
+        ),
+        (
+            "[recorder]\njournal_sync_interval_ms = 99999999999999\n",
+            "recorder.journal_sync_interval_ms",
+        ),
+        (
+            "[recorder]\ndurability = \"sometimes\"\n",
+            "recorder.durability",
+        ),
+        // Found while writing the `config` fuzz target: these panicked once loaded
+        // (chrono's range) or made every record "in the future".
+        (
+            "[ingest]\nmax_future_skew_seconds = 9223372036854775807\n",
+            "ingest.max_future_skew_seconds",
+        ),
+        (
+            "[ingest]\nmax_future_skew_seconds = 9000000000000\n",
+            "ingest.max_future_skew_seconds",
+        ),
+        (
+            "[ingest]\nmax_future_skew_seconds = -300\n",
+            "ingest.max_future_skew_seconds",
+        ),
     ] {
         let (_file, sources) = with_file(text);
         let error = Config::load(&sources).unwrap_err().to_string();
