@@ -4,7 +4,11 @@
 # path), reports the fill rate and the database size, then serves it and
 # measures stats, daily series, model performance (30-day windows), hourly
 # series and projections, and the CSV and NDJSON export rate with the
-# server's memory. Run by hand; figures go to docs/benchmarks.md.
+# server's memory. Then the server is stopped with SIGTERM and
+# `tollgate check-ledger` reconciles the database (issue 9): the script fails
+# if the raw records disagree with the rollups, the budget spend or the
+# alert minutes. Run by hand or by bench/suite.sh; figures go to
+# docs/benchmarks.md.
 #
 #   bench/analytics.sh                                   # SQLite, 10M records over 90 days
 #   RECORDS=1000000 bench/analytics.sh                   # smaller
@@ -15,6 +19,8 @@
 # PORT (18110), KEEP_WORKDIR=1 (keep the SQLite file / PostgreSQL database).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=bench/common.sh
+. bench/common.sh
 
 records="${RECORDS:-10000000}"
 days="${DAYS:-90}"
@@ -22,11 +28,8 @@ requests="${REQUESTS:-40}"
 port="${PORT:-18110}"
 database="${DATABASE:-sqlite}"
 
-cargo build --release --quiet
-bench=$(cargo build --release --quiet --bench analytics --message-format=json-render-diagnostics \
-    | sed -n 's/.*"executable":"\([^"]*\/deps\/analytics-[^"]*\)".*/\1/p' | tail -1)
-[ -x "$bench" ] || { echo "cannot find the analytics bench binary" >&2; exit 1; }
-bin="$PWD/target/release/tollgate"
+bin=$(bench_build_tollgate)
+bench=$(bench_build_bench analytics)
 
 work=$(mktemp -d -t tollgate-analytics-bench.XXXXXX)
 server=
@@ -52,7 +55,8 @@ export DATABASE_URL="$url" TOLLGATE_LOG=warn TOLLGATE_ADMIN_TOKEN=bench
 export TOLLGATE_LISTEN="127.0.0.1:$port"
 cd "$work"
 
-echo "== $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo); $records records over $days days into ${database%%:*}"
+echo "machine: $(bench_machine)"
+echo "== $records records over $days days into ${database%%:*}"
 started=$(date +%s.%N)
 /usr/bin/time -f "generate: peak RSS %M KiB" "$bin" generate --records "$records" --days "$days" 2>&1 | grep -v '^ *generating\|writing' || true
 finished=$(date +%s.%N)
@@ -83,3 +87,11 @@ for _ in $(seq 1 100); do
 done
 "$bench" --url "http://127.0.0.1:$port" --token bench --end "$end" --days "$days" \
     --requests "$requests" --pid "$server"
+
+# Reconciliation: the server only read, but it is stopped as an operator
+# would stop it before the database is checked (and, on PostgreSQL, dropped).
+failed=0
+bench_stop "tollgate serve" "$server" || failed=1
+server=
+bench_check_ledger "analytics ${database%%:*}" "$url" || failed=1
+exit "$failed"

@@ -11,16 +11,18 @@
 #   DATABASE_URL=postgres://…/filled_db bench/dashboard.sh   # a filled PostgreSQL database
 #
 # Settings: RECORDS (10000000), DAYS (90), ROUNDS (30 per request), PORT (18120),
-# BIN (target/release/tollgate, built if missing).
+# BIN (default: the release binary, built with cargo; CARGO_TARGET_DIR is respected).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=bench/common.sh
+. bench/common.sh
 
 records="${RECORDS:-10000000}"
 days="${DAYS:-90}"
 rounds="${ROUNDS:-30}"
 port="${PORT:-18120}"
-bin="${BIN:-$PWD/target/release/tollgate}"
-[ -x "$bin" ] || cargo build --release --quiet
+bin="${BIN:-}"
+[ -n "$bin" ] || bin=$(bench_build_tollgate)
 
 work=$(mktemp -d -t tollgate-dashboard-bench.XXXXXX)
 server=

@@ -161,10 +161,12 @@ async fn main() {
             Box::new(|_| "/api/v1/projections?days=30".to_owned()),
         ),
     ];
+    // A markdown table (bench/suite.sh copies it into its report).
     println!(
-        "{:<34} {:>9} {:>9} {:>9}",
+        "| {:<34} | {:>9} | {:>9} | {:>9} |",
         "query", "p50 ms", "p95 ms", "max ms"
     );
+    println!("| {:-<34} | {:->8}: | {:->8}: | {:->8}: |", "", "", "", "");
     for (name, path) in &queries {
         // One warm-up request, then the measured ones.
         let _ = client
@@ -196,7 +198,7 @@ async fn main() {
         }
         times.sort();
         println!(
-            "{name:<34} {:>9.1} {:>9.1} {:>9.1}",
+            "| {name:<34} | {:>9.1} | {:>9.1} | {:>9.1} |",
             percentile(&times, 500).as_secs_f64() * 1e3,
             percentile(&times, 950).as_secs_f64() * 1e3,
             times.last().unwrap().as_secs_f64() * 1e3

@@ -7,6 +7,13 @@
 //! `http` mode: a `tollgate serve` child process takes batches of 1,000 over
 //! HTTP from `--connections` concurrent clients; the clock stops when its
 //! queue is empty (every record committed). Peak RSS is the process's VmHWM.
+//! The server is then stopped with SIGTERM and must exit 0.
+//!
+//! After each run the database is reconciled (issue 9): it must hold every
+//! record sent, and the raw records must agree with the rollups, the budget
+//! spend aggregate and the alert minutes to the nano-dollar
+//! (`Store::ledger_totals`, as `tollgate check-ledger` does); if not, the
+//! bench exits 1 after printing the totals.
 //!
 //! Usage: ingest --mode store|recorder|http --database sqlite|postgres://… [--records N]
 #![allow(
@@ -219,10 +226,14 @@ async fn bench_http(options: &Options, url: &str, folder: &std::path::Path) -> (
         .and_then(|listener| listener.local_addr())
         .expect("a free port")
         .port();
+    // bench/ingest.sh sets TOLLGATE_BIN; otherwise cargo's release binary.
     let binary = std::env::var("TOLLGATE_BIN").unwrap_or_else(|_| {
-        std::fs::canonicalize("target/release/tollgate")
-            .map(|path| path.display().to_string())
-            .unwrap_or_else(|_| "target/release/tollgate".to_owned())
+        let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".to_owned());
+        let path = std::path::Path::new(&target).join("release/tollgate");
+        std::fs::canonicalize(&path)
+            .unwrap_or(path)
+            .display()
+            .to_string()
     });
     std::fs::write(
         folder.join("none.toml"),
@@ -316,9 +327,86 @@ async fn bench_http(options: &Options, url: &str, folder: &std::path::Path) -> (
     }
     let elapsed = started.elapsed().as_secs_f64();
     let rss = peak_rss_mib(&child.id().to_string());
-    let _ = child.kill();
-    let _ = child.wait();
+    // Stopped as an operator would stop it: SIGTERM, then a clean exit
+    // after the recorder has flushed (already empty here).
+    let terminated = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill -TERM");
+    assert!(terminated.success(), "kill -TERM {}", child.id());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for the server") {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            panic!("the server did not stop within 60 s of SIGTERM");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        status.success(),
+        "the server exited with {status} after SIGTERM"
+    );
     (elapsed, rss)
+}
+
+/// The reconciliation check on the database a run wrote: prints the totals
+/// between the marker lines `bench/suite.sh` collects, and whether they
+/// agree; false if they do not or if records are missing.
+async fn reconcile(name: &str, url: &str, folder: &std::path::Path, expected: usize) -> bool {
+    let config = config_for(url, folder, "127.0.0.1:0", "5000");
+    let store = Store::connect(&config.database).await.expect("database");
+    let started = Instant::now();
+    let totals = store.ledger_totals().await.expect("ledger totals");
+    let took = started.elapsed().as_secs_f64();
+    store.close().await;
+    let backend = url.split(':').next().unwrap_or_default();
+    println!("--- reconciliation: {name} ({backend})");
+    println!("{:<22} {:>14} {:>22}", "table", "requests", "cost (USD)");
+    for (table, row) in [
+        ("ai_provider_usage", totals.records),
+        ("ai_model_performance", totals.model_performance),
+        ("ai_usage_daily", totals.daily),
+        ("ai_usage_hourly", totals.hourly),
+        ("ai_budget_spend", totals.budget_spend),
+    ] {
+        println!(
+            "{table:<22} {:>14} {:>22}",
+            row.requests,
+            row.cost.to_usd().to_string()
+        );
+    }
+    println!(
+        "{:<22} {:>14} {:>22}",
+        "ai_usage_minutes", totals.alert_minutes_requests, "-"
+    );
+    let mut wrong: Vec<String> = totals
+        .disagreements()
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+    if usize::try_from(totals.records.requests).ok() != Some(expected) {
+        wrong.push(format!(
+            "ai_provider_usage holds {} of the {expected} records sent",
+            totals.records.requests
+        ));
+    }
+    if wrong.is_empty() {
+        println!("The ledger and everything derived from it agree; every record sent is in it.");
+    } else {
+        println!("DISAGREE: {}", wrong.join(", "));
+    }
+    println!(
+        "--- reconciliation: {name}: {} (ledger_totals took {took:.2} s)",
+        if wrong.is_empty() {
+            "agree"
+        } else {
+            "DISAGREE"
+        }
+    );
+    wrong.is_empty()
 }
 
 #[tokio::main]
@@ -352,4 +440,9 @@ async fn main() {
         options.records as f64 / elapsed,
         rss
     );
+    let name = format!("ingest {backend} {}", options.mode);
+    if !reconcile(&name, &url, folder.path(), options.records).await {
+        drop(folder);
+        std::process::exit(1);
+    }
 }
